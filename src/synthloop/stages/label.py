@@ -1,0 +1,78 @@
+"""Stage: get the query batch labelled and add it to data/labeled; version the data with DVC.
+
+The demo's oracle is simulated: it copies the ground truth kept aside in oracle/pool.json. In
+production a person labels the exported batch and the strict import adds it here instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import replace
+
+from synthloop.artifacts import DatasetRef, QueryBatch
+from synthloop.config import PipelineConfig
+from synthloop.data.coco import CocoDataset
+from synthloop.stages.render import ANNOTATIONS, dataset_ref
+from synthloop.stages.workspace import Workspace, read_record, write_record
+from synthloop.versioning import dvc_repo
+
+log = logging.getLogger(__name__)
+
+
+def labeled_ids(cfg: PipelineConfig) -> set[int]:
+    """Ids (pool image ids) of the images labelled so far."""
+    path = Workspace.of(cfg).dataset_dir("labeled") / ANNOTATIONS
+    return {im.id for im in CocoDataset.load(path).images} if path.exists() else set()
+
+
+def simulated_oracle(cfg: PipelineConfig, image_ids: list[int]) -> CocoDataset:
+    ws = Workspace.of(cfg)
+    return CocoDataset.load(ws.oracle / "pool.json", ws.dataset_dir("pool") / "images").subset(image_ids)
+
+
+def run(cfg: PipelineConfig, *, cycle: int, batch: QueryBatch) -> DatasetRef:
+    ws = Workspace.of(cfg)
+    record_path = ws.cycle_dir(cycle) / "label.json"
+    folder = ws.dataset_dir("labeled")
+    if read_record(record_path):
+        return dataset_ref("labeled", folder)
+    have = labeled_ids(cfg)
+    new = [i for i in batch.image_ids if i not in have]
+    answers = simulated_oracle(cfg, new)
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for im in answers.images:
+        dst = images / im.file_name
+        if not dst.exists():
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            shutil.copyfile(answers.image_path(im), tmp)
+            tmp.replace(dst)
+    labeled = union(CocoDataset.load(folder / ANNOTATIONS) if have else None,
+                    answers.with_image_root(images))
+    labeled.save(folder / ANNOTATIONS)
+    repo = dvc_repo.init_workspace(ws.root, remote_url=cfg.versioning.remote_url or str(ws.dvc_remote),
+                                   endpoint_url=cfg.versioning.s3_endpoint_url)
+    data_md5 = dvc_repo.commit_data(repo, f"cycle {cycle}: +{len(new)} labels "
+                                    f"({len(labeled.images)} in total)", tag=f"cycle-{cycle}")
+    if cfg.versioning.push:
+        dvc_repo.push(repo)
+    write_record(record_path, {"new": new, "total": len(labeled.images), "data_md5": data_md5})
+    log.info("label (cycle %d): +%d images (%d labelled in total), data version %s", cycle,
+             len(new), len(labeled.images), data_md5)
+    return dataset_ref("labeled", folder)
+
+
+def union(old: CocoDataset | None, new: CocoDataset) -> CocoDataset:
+    """Add ``new``'s images not yet in ``old``, keeping pool image ids; renumber annotation ids."""
+    if old is None:
+        return new
+    known = {im.id for im in old.images}
+    next_id = max((a.id for a in old.annotations), default=0) + 1
+    anns = list(old.annotations)
+    for a in new.annotations:
+        if a.image_id not in known:
+            anns.append(replace(a, id=next_id))
+            next_id += 1
+    images = list(old.images) + [im for im in new.images if im.id not in known]
+    return CocoDataset(images, anns, old.categories, old.image_root)

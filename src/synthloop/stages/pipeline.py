@@ -1,0 +1,139 @@
+"""The pipeline as a sequence of stage calls: data -> pretrain -> DAL cycles.
+
+Every call goes through a ``runner(name, fn, *args, **kwargs)``. The default runs the stage in
+this process; flows/ passes a runner that makes each call a Prefect task, so the CLI and the
+Prefect flows share this one sequence (and the library never imports Prefect).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from mlflow import MlflowClient
+
+from synthloop import tracking
+from synthloop.artifacts import DatasetRef, ModelRef
+from synthloop.config import PipelineConfig
+from synthloop.gating.registry import CHAMPION, get_alias_version
+from synthloop.stages import finetune, gate, label, pretrain, query, render, score
+from synthloop.stages.workspace import Workspace, read_record, write_record
+from synthloop.versioning import dvc_repo
+
+log = logging.getLogger(__name__)
+Runner = Callable[..., Any]
+
+
+def call(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """The plain runner: run the stage here and now."""
+    return fn(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class CycleSummary:
+    cycle: int
+    labels_total: int
+    labels_new: int
+    metrics: dict[str, float]
+    promoted: bool
+    model_version: str
+    reason: str
+
+
+def version_data(cfg: PipelineConfig, message: str, tag: str) -> str:
+    ws = Workspace.of(cfg)
+    repo = dvc_repo.init_workspace(ws.root, remote_url=cfg.versioning.remote_url or str(ws.dvc_remote),
+                                   endpoint_url=cfg.versioning.s3_endpoint_url)
+    md5 = dvc_repo.commit_data(repo, message, tag=tag)
+    if cfg.versioning.push:
+        dvc_repo.push(repo)
+    return md5
+
+
+def prepare_data(cfg: PipelineConfig, runner: Runner = call) -> dict[str, DatasetRef]:
+    """Render (or find) the synthetic set, the validation set and the pool; version them."""
+    refs = {name: runner(f"render-{name}", render.run, cfg, name)
+            for name in ("synthetic", "val", "pool")}
+    runner("version-data", version_data, cfg, "datasets: synthetic, val, pool", "datasets")
+    return refs
+
+
+def cycle_run_id(cfg: PipelineConfig, cycle: int) -> str:
+    """The parent MLflow run of a cycle (created once; reused when a crashed cycle reruns)."""
+    path = Workspace.of(cfg).cycle_dir(cycle) / "run.json"
+    rec = read_record(path)
+    if rec:
+        return rec["run_id"]
+    exp_id = tracking.setup(cfg)
+    a = cfg.active
+    run = MlflowClient().create_run(exp_id, run_name=f"cycle-{cycle}",
+                                    tags={"stage": "cycle", "cycle": str(cycle)})
+    client = MlflowClient()
+    for key, value in {"strategy": a.strategy, "aggregation": a.aggregation, "k": a.k,
+                       "beta": a.beta, "scope": a.scope, "seed": a.seed + cycle}.items():
+        client.log_param(run.info.run_id, f"active.{key}", value)
+    write_record(path, {"run_id": run.info.run_id})
+    return run.info.run_id
+
+
+def run_cycle(cfg: PipelineConfig, cycle: int, *, previous: ModelRef, data: dict[str, DatasetRef],
+              runner: Runner = call, progress: bool = True) -> tuple[ModelRef, CycleSummary]:
+    """One DAL cycle: score -> query -> label -> finetune (+ evaluate) -> gate."""
+    parent = cycle_run_id(cfg, cycle)
+    have = label.labeled_ids(cfg)
+    scores_path = runner("score", score.run, cfg, cycle=cycle, model=previous, pool=data["pool"],
+                         labeled_ids=have, progress=progress)
+    batch = runner("query", query.run, cfg, cycle=cycle, scores_path=scores_path, model=previous,
+                   pool=data["pool"], labeled_ids=have, parent_run_id=parent)
+    labeled = runner("label", label.run, cfg, cycle=cycle, batch=batch)
+    candidate, ev = runner("finetune", finetune.run, cfg, cycle=cycle, previous=previous,
+                           labeled=labeled, val=data["val"], parent_run_id=parent,
+                           progress=progress)
+    decision = runner("gate", gate.run, cfg, cycle=cycle, candidate=candidate, candidate_eval=ev,
+                      parent_run_id=parent)
+    client = MlflowClient()
+    client.log_metric(parent, "labels_total", float(labeled.num_images))
+    client.log_metric(parent, "labels_new", float(len(batch.new_label_ids)))
+    for k, v in ev.metrics.items():
+        client.log_metric(parent, f"val_{k}", v)
+    client.set_terminated(parent)
+    return candidate, CycleSummary(cycle, labeled.num_images, len(batch.new_label_ids), ev.metrics,
+                                   bool(decision["promote"]), str(candidate.version),
+                                   decision["reason"])
+
+
+def run_pipeline(cfg: PipelineConfig, *, runner: Runner = call, cycles: int | None = None,
+                 progress: bool = True) -> list[CycleSummary]:
+    """Data, M0, then ``cycles`` DAL cycles (default: cfg.active.cycles). Reruns resume."""
+    data = prepare_data(cfg, runner)
+    model = runner("pretrain", pretrain.run, cfg, data["synthetic"], data["val"], progress=progress)
+    rec = read_record(Workspace.of(cfg).cycle_dir(0) / "gate.json") or {}
+    rows = [CycleSummary(0, 0, 0, dict(model.metrics), bool(rec.get("promote")),
+                         str(model.version), rec.get("reason", ""))]
+    for t in range(1, (cfg.active.cycles if cycles is None else cycles) + 1):
+        model, row = run_cycle(cfg, t, previous=model, data=data, runner=runner, progress=progress)
+        rows.append(row)
+    return rows
+
+
+def champion_summary(cfg: PipelineConfig) -> dict[str, Any] | None:
+    tracking.setup(cfg)
+    client = MlflowClient()
+    champ = get_alias_version(client, cfg.registered_model_name, CHAMPION)
+    if champ is None:
+        return None
+    metrics = client.get_run(champ.run_id).data.metrics
+    return {"version": str(champ.version), "AP": metrics.get("val_AP"),
+            "AP50": metrics.get("val_AP50")}
+
+
+def format_table(rows: list[CycleSummary]) -> str:
+    head = f"{'cycle':>5}  {'labels':>6}  {'new':>4}  {'AP':>6}  {'AP50':>6}  {'version':>7}  promoted"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r.cycle:>5}  {r.labels_total:>6}  {r.labels_new:>4}  "
+                     f"{r.metrics.get('AP', float('nan')):>6.3f}  "
+                     f"{r.metrics.get('AP50', float('nan')):>6.3f}  {r.model_version:>7}  "
+                     f"{'yes' if r.promoted else 'no'}")
+    return "\n".join(lines)

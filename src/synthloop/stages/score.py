@@ -1,0 +1,74 @@
+"""Stage: score the candidate images with ONE forward pass each (probabilities + P2 features).
+
+The result is cached per (model version, pool md5) in the cycle's state folder, so a crash
+after scoring never costs a second pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from synthloop import tracking
+from synthloop.artifacts import DatasetRef, ModelRef
+from synthloop.config import PipelineConfig
+from synthloop.data.coco import CocoDataset
+from synthloop.io_utils import atomic_write_bytes
+from synthloop.stages.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def candidate_ids(cfg: PipelineConfig, pool: CocoDataset, labeled_ids: set[int]) -> list[int]:
+    """Pool images the strategy may pick: U, or U together with L (the paper's {U, L})."""
+    ids = [im.id for im in pool.images]
+    if cfg.active.scope == "unlabeled":
+        ids = [i for i in ids if i not in labeled_ids]
+    return ids
+
+
+def save_scores(path: Path, scores: list) -> None:
+    import io
+
+    counts = np.array([len(s.scores) for s in scores], dtype=np.int64)
+    width = scores[0].probs.shape[1] if scores and scores[0].probs.ndim == 2 else 0
+    probs = [s.probs.reshape(-1, width) for s in scores] if width else []
+    buf = io.BytesIO()
+    np.savez(buf, image_ids=np.array([s.image_id for s in scores], dtype=np.int64),
+             counts=counts, features=np.stack([s.feature for s in scores]).astype(np.float32),
+             probs=np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, width)))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_scores(path: Path) -> tuple[list[int], list[np.ndarray], np.ndarray]:
+    """Return (image ids, per-image probs (d_i, C+1), features (n, 256))."""
+    z = np.load(path)
+    splits = np.cumsum(z["counts"])[:-1]
+    probs = np.split(z["probs"], splits) if len(z["counts"]) else []
+    return z["image_ids"].tolist(), list(probs), z["features"]
+
+
+def run(cfg: PipelineConfig, *, cycle: int, model: ModelRef, pool: DatasetRef,
+        labeled_ids: set[int], progress: bool = True) -> Path:
+    from synthloop.detection import load_checkpoint, predict_with_probs_and_features
+
+    out = Workspace.of(cfg).cycle_dir(cycle) / f"scores-v{model.version}-{pool.md5[:12]}.npz"
+    if out.exists():
+        log.info("score: cached %s", out.name)
+        return out
+    pool_ds = CocoDataset.load(pool.annotations, pool.image_root)
+    ids = candidate_ids(cfg, pool_ds, labeled_ids)
+    if not ids:
+        raise ValueError(f"score: the pool {pool.annotations} has no candidate images "
+                         f"(scope {cfg.active.scope}, {len(labeled_ids)} labelled)")
+    tracking.setup(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        net = load_checkpoint(tracking.download_checkpoint(model.uri, Path(tmp)))
+    scores = predict_with_probs_and_features(net, pool_ds.subset(ids),
+                                             batch_size=cfg.active.batch_size, progress=progress)
+    save_scores(out, scores)
+    log.info("score: %d images, %d detections", len(scores), sum(len(s.scores) for s in scores))
+    return out

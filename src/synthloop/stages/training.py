@@ -1,0 +1,87 @@
+"""Shared body of the pretrain and finetune stages: train, evaluate on val, log, register.
+
+Each call is one MLflow run holding params, the per-epoch curve, the validation metrics and the
+model; the model becomes a registry version tagged with its val AP and val-set md5.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+
+from synthloop import tracking
+from synthloop.artifacts import DatasetRef, EvalResult, ModelRef
+from synthloop.config import PipelineConfig, TrainConfig
+from synthloop.data.coco import CocoDataset
+from synthloop.gating.registry import register_version
+
+log = logging.getLogger(__name__)
+
+
+def flat_params(prefix: str, model: Any) -> dict[str, Any]:
+    """Flatten a pydantic model into ``prefix.key`` params (MLflow compares them across runs)."""
+    out: dict[str, Any] = {}
+    for key, value in model.model_dump(mode="json").items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                out[f"{prefix}.{key}.{sub}"] = v
+        else:
+            out[f"{prefix}.{key}"] = value
+    return out
+
+
+def train_evaluate_register(cfg: PipelineConfig, *, run_name: str, tags: dict[str, str],
+                            train_ds: CocoDataset, stop_ds: CocoDataset | None,
+                            val: DatasetRef, train_cfg: TrainConfig,
+                            init_checkpoint: Path | None, checkpoint_dir: Path,
+                            parent_run_id: str | None = None,
+                            extra_params: dict[str, Any] | None = None,
+                            progress: bool = True) -> tuple[ModelRef, EvalResult]:
+    """Train (from ``init_checkpoint`` or from the configured weights), evaluate on ``val``."""
+    from synthloop.detection import build_detector, evaluate, load_checkpoint, save_checkpoint, train
+
+    num_classes = len(cfg.class_names)
+    if init_checkpoint is not None:
+        model = load_checkpoint(init_checkpoint)
+    else:
+        model = build_detector(cfg=cfg.detector, num_classes=num_classes)
+    val_ds = CocoDataset.load(val.annotations, val.image_root)
+    client = MlflowClient()
+    run_tags = dict(tags)
+    if parent_run_id:
+        run_tags["mlflow.parentRunId"] = parent_run_id
+    with mlflow.start_run(run_name=run_name, tags=run_tags) as run:
+        mlflow.log_params({**flat_params("detector", cfg.detector), **flat_params("train", train_cfg),
+                           "train.num_images": len(train_ds.images),
+                           "val.md5": val.md5, **(extra_params or {})})
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            mlflow.log_metrics({f"train_{k}": float(v) for k, v in metrics.items()
+                                if isinstance(v, (int, float))}, step=epoch)
+
+        t0 = time.perf_counter()
+        result = train(model, train_ds, cfg=train_cfg, val_ds=stop_ds, checkpoint_dir=checkpoint_dir,
+                       progress=progress, on_epoch=on_epoch)
+        train_s = time.perf_counter() - t0
+        metrics = evaluate(model, val_ds, batch_size=cfg.active.batch_size)
+        ev = EvalResult(metrics={k: float(v) for k, v in metrics.items()}, dataset_md5=val.md5,
+                        num_images=len(val_ds.images))
+        mlflow.log_metrics({f"val_{k}": v for k, v in ev.metrics.items()})
+        mlflow.log_metrics({"train_seconds": train_s, "train_steps": float(result.steps)})
+        ckpt = checkpoint_dir / tracking.CHECKPOINT_NAME
+        save_checkpoint(model, ckpt, cfg=cfg.detector, num_classes=num_classes,
+                        extra={"class_names": cfg.class_names})
+        model_uri = tracking.log_detector(ckpt)
+        version = register_version(client, cfg.registered_model_name, model_uri, run.info.run_id,
+                                   tags={**tags, "val_AP": f"{ev.metrics.get('AP', 0.0):.4f}",
+                                         "val_md5": val.md5})
+        log.info("%s: val AP %.3f AP50 %.3f (%d steps, %.0f s) -> registry version %s", run_name,
+                 ev.metrics.get("AP", 0.0), ev.metrics.get("AP50", 0.0), result.steps, train_s, version)
+    ref = ModelRef(run_id=run.info.run_id, uri=model_uri, version=version,
+                   metrics=dict(ev.metrics))
+    return ref, ev

@@ -1,0 +1,112 @@
+"""The demo pipeline end to end at toy size: real Blender, real training, MLflow, DVC, Prefect.
+
+One pipeline run through the Prefect flow (ephemeral harness), then a rerun through the CLI
+that must resume without redoing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.render]
+
+
+def toy_config(tmp_path: Path) -> Path:
+    cfg = yaml.safe_load((ROOT / "pipelines" / "demo.yaml").read_text())
+    cfg["workspace"] = str(tmp_path / "ws")
+    for domain, n in (("synthetic", 16), ("pool", 10), ("val", 5)):
+        cfg[domain].update(num_images=n, width=96, height=72, samples=1)
+    cfg["render"] = {"shard_size": 8}
+    cfg["detector"] = {"architecture": "mobilenet_v3_fpn", "min_size": 72, "max_size": 96}
+    cfg["pretrain"].update(epochs=2, max_minutes=1, batch_size=4, warmup_steps=2)
+    cfg["finetune"].update(epochs=1, batch_size=2, warmup_steps=1)
+    cfg["active"].update(k=3, cycles=1)
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, render_python):
+    from prefect.testing.utilities import prefect_test_harness
+
+    sys.path.insert(0, str(ROOT / "flows"))
+    from demo import demo_flow  # noqa: E402  (flows/ is not a package: nothing imports it)
+
+    tmp = tmp_path_factory.mktemp("demo")
+    config = toy_config(tmp)
+    with prefect_test_harness(server_startup_timeout=120):
+        rows = demo_flow(str(config))
+    return config, rows
+
+
+def test_flow_runs_every_stage_and_reports_each_cycle(finished):
+    _, rows = finished
+    assert [r["cycle"] for r in rows] == [0, 1]
+    assert rows[0]["promoted"] is True  # the first model becomes champion: there was none
+    assert rows[1]["labels_total"] == 3 and rows[1]["labels_new"] == 3
+    for r in rows:
+        assert 0.0 <= r["metrics"]["AP"] <= 1.0
+
+
+def test_mlflow_holds_runs_registry_and_champion(finished):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from synthloop.config import load_config
+
+    config, rows = finished
+    cfg = load_config(config)
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(cfg.experiment_name)
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert {"pretrain", "cycle-1", "finetune-cycle-1"} <= set(runs)
+    cycle = runs["cycle-1"]
+    assert cycle.data.params["active.strategy"] == "dbal"
+    assert "val_AP" in cycle.data.metrics and "labels_total" in cycle.data.metrics
+    assert cycle.data.tags["gate.promote"] in ("True", "False")
+    assert runs["finetune-cycle-1"].data.tags["mlflow.parentRunId"] == cycle.info.run_id
+    batch = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=cycle.info.run_id, artifact_path="query_batch.json")).read_text())
+    assert len(batch["image_ids"]) == 3 and batch["strategy"] == "dbal"
+    champ = client.get_model_version_by_alias(cfg.registered_model_name, "champion")
+    expected = rows[1]["model_version"] if rows[1]["promoted"] else rows[0]["model_version"]
+    assert str(champ.version) == expected
+    assert client.get_model_version_by_alias(cfg.registered_model_name, "challenger").version == \
+        rows[1]["model_version"]
+
+
+def test_dvc_holds_a_version_per_stage_that_changed_data(finished):
+    config, _ = finished
+    from synthloop.config import load_config
+
+    ws = load_config(config).workspace
+    tags = subprocess.run(["git", "-C", str(ws), "tag"], capture_output=True, text=True,
+                          check=True).stdout.split()
+    assert {"datasets", "cycle-1"} <= set(tags)
+    assert (ws / "data.dvc").exists()
+    labeled = json.loads((ws / "data" / "labeled" / "annotations.json").read_text())
+    assert len(labeled["images"]) == 3
+    assert any((ws / "dvc-remote").rglob("*")), "nothing was pushed to the DVC remote"
+
+
+def test_rerun_through_the_cli_resumes_without_redoing_work(finished):
+    config, rows = finished
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "synthloop", "demo", "--config", str(config)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert time.perf_counter() - t0 < 120  # nothing rendered or trained again
+    assert "PROXY" in out.stdout
+    table = [line.split() for line in out.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [int(r[0]) for r in table[:2]] == [0, 1]
+    assert table[1][-1] == ("yes" if rows[1]["promoted"] else "no")
