@@ -25,7 +25,7 @@ def run(cfg: PipelineConfig, *, cycle: int, scores_path: Path, model: ModelRef, 
         return QueryBatch(**{k: tuple(v) if isinstance(v, list) else v for k, v in done.items()})
     ids, probs, features = load_scores(scores_path)
     strategy = strategy_from_config(cfg.active)
-    params = {"aggregation": cfg.active.aggregation, "beta": cfg.active.beta}
+    params = dict(strategy.params())
     seed = cfg.active.seed + cycle
     sel = strategy.select(ids, probs, features, k=cfg.active.k, rng_seed=seed,
                           labeled_ids=frozenset(labeled_ids))
