@@ -1,0 +1,83 @@
+"""Host-side finishing of one rendered image: background, sensor effects, boxes from the ids.
+
+Boxes are tight boxes of the *visible* pixels in the worker's instance map, returned as COCO
+``[x, y, w, h]`` pixels. Visibility = visible pixels / pixels of the part's own unoccluded
+silhouette on an enlarged canvas (rasterised by the worker), so occlusion by distractors or
+other parts and truncation at the image border both lower it.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from synthloop.synthesis.backgrounds import render_background
+
+
+def composite(rgba: Image.Image, plan: dict) -> Image.Image:
+    """Straight-alpha RGBA render over the plan's background, then the plan's sensor effects."""
+    w, h = rgba.size
+    fg = np.asarray(rgba.convert("RGBA"), np.float32)
+    bg = np.asarray(render_background(plan["background"], w, h), np.float32)
+    alpha = fg[..., 3:4] / 255.0
+    out = fg[..., :3] * alpha + bg * (1.0 - alpha)
+    s = plan["sensor"]
+    out *= np.asarray(s["color_gain"], np.float32)
+    img = Image.fromarray(out.clip(0, 255).astype(np.uint8))
+    if s["blur_sigma"] > 0:
+        img = img.filter(ImageFilter.GaussianBlur(s["blur_sigma"]))
+    if s["noise_std"] > 0:
+        rng = np.random.default_rng(s["seed"])
+        arr = np.asarray(img, np.float32) + rng.normal(0.0, s["noise_std"], (h, w, 3))
+        img = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+    return img
+
+
+def jpeg_bytes(img: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=int(quality))
+    return buf.getvalue()
+
+
+def mask_box_xywh(mask: np.ndarray) -> tuple[float, float, float, float] | None:
+    """Tight box of a boolean (H, W) mask as COCO [x, y, w, h] pixels, or None if empty."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if len(rows) == 0:
+        return None
+    x1, y1, x2, y2 = cols[0], rows[0], cols[-1] + 1, rows[-1] + 1
+    return float(x1), float(y1), float(x2 - x1), float(y2 - y1)
+
+
+def _rle(mask: np.ndarray) -> dict | None:
+    try:
+        from pycocotools import mask as mask_utils
+    except ImportError:  # optional: boxes do not need it
+        return None
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def part_instances(ids: np.ndarray, record: dict, *, min_visibility: float) -> list[dict]:
+    """Annotatable parts of one image from its (H, W) uint16 instance map and worker record.
+
+    Returns dicts with ``class_index`` (0-based), ``pass_index`` (its id in the map), ``bbox`` [x, y, w, h], ``area`` (visible
+    pixels), ``visibility`` and ``segmentation`` (RLE or None); parts below ``min_visibility``
+    or fully hidden are dropped. Distractors are never returned.
+    """
+    out = []
+    for part in record["parts"]:
+        mask = ids == part["pass_index"]
+        visible = int(mask.sum())
+        box = mask_box_xywh(mask)
+        if box is None:
+            continue
+        full = max(int(part["unoccluded_pixels"]), visible)
+        visibility = visible / full
+        if visibility < min_visibility:
+            continue
+        out.append({"class_index": part["class_index"], "pass_index": part["pass_index"],
+                    "bbox": box, "area": float(visible),
+                    "visibility": round(visibility, 4), "segmentation": _rle(mask)})
+    return out

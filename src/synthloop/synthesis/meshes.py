@@ -1,0 +1,183 @@
+"""Part meshes on the host side: a procedural turbine blade, STL I/O and input validation.
+
+The blade needs no CAD: a cambered NACA-style airfoil, tapered and twisted along the span,
+standing on a platform and a root block. Each of the three shells is closed (every edge is
+shared by exactly two triangles) and wound outward. Units are metres.
+
+Unit handling happens in the worker (it sees every format's vertices): ``unit='auto'`` treats a
+mesh whose bounding-box diagonal exceeds ``AUTO_MM_DIAGONAL`` as millimetres (scale 0.001),
+and the worker recentres every part at its bounding-box centre.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+
+MESH_EXTENSIONS = (".stl", ".obj", ".ply", ".glb", ".gltf")
+AUTO_MM_DIAGONAL = 10.0  # a part larger than 10 "units" across is surely not metres
+UNIT_SCALE = {"m": 1.0, "mm": 0.001}
+
+
+class MeshError(ValueError):
+    """A part mesh is missing, empty or of an unknown format; the message names the file."""
+
+
+# ---------------------------------------------------------------------------------- generator
+def _airfoil_ring(n: int, thickness: float, camber: float) -> np.ndarray:
+    """Closed airfoil outline of unit chord, (2n, 2) [x, y]: upper TE->LE, then lower LE->TE.
+
+    Index 0 is the (single) trailing-edge point, index n the leading edge.
+    """
+    x = (1.0 - np.cos(np.linspace(0.0, np.pi, n + 1))) / 2.0  # cosine spacing, dense at LE/TE
+    yt = 5 * thickness * (0.2969 * np.sqrt(x) - 0.1260 * x - 0.3516 * x**2
+                          + 0.2843 * x**3 - 0.1036 * x**4)  # closed trailing edge
+    p = 0.4
+    yc = np.where(x < p, camber / p**2 * (2 * p * x - x**2),
+                  camber / (1 - p) ** 2 * ((1 - 2 * p) + 2 * p * x - x**2))
+    upper = np.stack([x, yc + yt], 1)[::-1]  # TE .. LE  (n+1 points)
+    lower = np.stack([x, yc - yt], 1)[1:n]  # after LE .. before TE (n-1 points)
+    ring = np.concatenate([upper, lower])
+    ring[:, 0] -= 0.35  # rotate/twist about the ~quarter-chord, not the leading edge
+    return ring
+
+
+def _cap(n: int, offset: int) -> list[tuple[int, int, int]]:
+    """Triangulate a ring from ``_airfoil_ring`` as strips between upper and lower surface."""
+    up = lambda k: offset + (n - k)  # noqa: E731  upper point at chord station k (0=LE, n=TE)
+    lo = lambda k: offset + (n + k) if 0 < k < n else up(k)  # noqa: E731
+    tris = [(up(0), up(1), lo(1))]
+    for k in range(1, n - 1):
+        tris += [(up(k), up(k + 1), lo(k + 1)), (up(k), lo(k + 1), lo(k))]
+    tris.append((up(n - 1), up(n), lo(n - 1)))
+    return tris
+
+
+def _box(lo: tuple[float, float, float], hi: tuple[float, float, float]):
+    x0, y0, z0 = lo
+    x1, y1, z1 = hi
+    v = np.array([[x0, y0, z0], [x1, y0, z0], [x1, y1, z0], [x0, y1, z0],
+                  [x0, y0, z1], [x1, y0, z1], [x1, y1, z1], [x0, y1, z1]], float)
+    f = np.array([[0, 2, 1], [0, 3, 2], [4, 5, 6], [4, 6, 7], [0, 1, 5], [0, 5, 4],
+                  [1, 2, 6], [1, 6, 5], [2, 3, 7], [2, 7, 6], [3, 0, 4], [3, 4, 7]])
+    return v, f
+
+
+def _orient_outward(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    signed_volume = np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0
+    return f if signed_volume > 0 else f[:, ::-1].copy()
+
+
+def turbine_blade(*, span: float = 0.12, root_chord: float = 0.045, tip_chord: float = 0.028,
+                  twist_deg: float = 40.0, thickness: float = 0.11, camber: float = 0.06,
+                  sections: int = 20, profile_points: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """A turbine-blade-like part: ``vertices`` (V, 3) float metres and ``faces`` (F, 3) int.
+
+    The span runs along +z from the platform; the root block sits below z=0.
+    """
+    n = profile_points
+    ring = _airfoil_ring(n, thickness, camber)
+    shells = []
+    verts = []
+    for s in np.linspace(0.0, 1.0, sections):
+        chord = root_chord + (tip_chord - root_chord) * s
+        ang = np.radians(twist_deg * s)
+        rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+        xy = (ring * chord) @ rot.T + np.array([0.004 * s, 0.0])  # slight lean
+        z = -0.002 + s * (span + 0.002)  # start inside the platform: no visible seam
+        verts.append(np.column_stack([xy, np.full(len(xy), z)]))
+    v_blade = np.concatenate(verts)
+    r = len(ring)
+    faces = []
+    for j in range(sections - 1):
+        a0, b0 = j * r, (j + 1) * r
+        for i in range(r):
+            i1 = (i + 1) % r
+            faces += [(a0 + i, a0 + i1, b0 + i1), (a0 + i, b0 + i1, b0 + i)]
+    faces += _cap(n, 0) + [t[::-1] for t in _cap(n, (sections - 1) * r)]
+    shells.append((v_blade, np.array(faces)))
+    shells.append(_box((-0.032, -0.018, -0.006), (0.032, 0.018, 0.0)))  # platform
+    shells.append(_box((-0.026, -0.011, -0.03), (0.026, 0.011, -0.006)))  # root block
+    all_v, all_f, base = [], [], 0
+    for v, f in shells:
+        all_v.append(v)
+        all_f.append(_orient_outward(v, f) + base)
+        base += len(v)
+    return np.concatenate(all_v), np.concatenate(all_f).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------- STL I/O
+def write_stl(path: Path | str, vertices: np.ndarray, faces: np.ndarray) -> Path:
+    """Write a binary STL (little-endian, per-facet normals); returns the path."""
+    path = Path(path)
+    tri = vertices[faces].astype(np.float32)  # (F, 3, 3)
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-20)
+    rec = np.zeros(len(faces), dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")])
+    rec["n"], rec["v"] = normal, tri
+    header = b"synthloop procedural mesh".ljust(80, b"\0")
+    from synthloop.io_utils import atomic_write_bytes
+
+    return atomic_write_bytes(path, header + struct.pack("<I", len(faces)) + rec.tobytes())
+
+
+def read_stl(path: Path | str) -> np.ndarray:
+    """Triangles of a binary or ASCII STL: (F, 3, 3) float32 in file units."""
+    data = Path(path).read_bytes()
+    if len(data) >= 84:
+        count = struct.unpack("<I", data[80:84])[0]
+        if 84 + 50 * count == len(data):
+            rec = np.frombuffer(data, dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)),
+                                             ("attr", "<u2")], count=count, offset=84)
+            return rec["v"].copy()
+    words = data.decode("ascii", errors="replace").split()
+    coords = [float(words[i + k]) for i, w in enumerate(words) if w == "vertex" for k in (1, 2, 3)]
+    return np.array(coords, np.float32).reshape(-1, 3, 3)
+
+
+# -------------------------------------------------------------------------------- validation
+def validate_mesh(path: Path | str) -> Path:
+    """Check a part mesh before Blender starts; raise ``MeshError`` naming the file."""
+    path = Path(path)
+    if path.suffix.lower() not in MESH_EXTENSIONS:
+        raise MeshError(f"mesh {path}: unknown format '{path.suffix}' "
+                        f"(known: {', '.join(MESH_EXTENSIONS)})")
+    if not path.is_file():
+        raise MeshError(f"mesh {path}: file not found")
+    size = path.stat().st_size
+    if size == 0:
+        raise MeshError(f"mesh {path}: file is empty")
+    if path.suffix.lower() == ".stl":
+        with path.open("rb") as fh:
+            head = fh.read(84)
+        binary_count = struct.unpack("<I", head[80:84])[0] if len(head) == 84 else -1
+        if binary_count >= 0 and 84 + 50 * binary_count == size:
+            if binary_count == 0:
+                raise MeshError(f"mesh {path}: STL has no triangles")
+        elif b"facet" not in path.read_bytes()[:4096]:
+            raise MeshError(f"mesh {path}: not a valid binary or ASCII STL")
+    return path
+
+
+def prepare_part_meshes(parts: list, mesh_dir: Path | str) -> list[dict]:
+    """Resolve every ``PartSpec`` to a mesh file the worker can import.
+
+    Procedural parts are generated into ``mesh_dir`` (deterministic, so reruns rewrite nothing
+    new); file meshes are validated. Returns ``[{"name", "path", "unit"}]`` in class order.
+    """
+    out = []
+    for part in parts:
+        if part.procedural is not None:
+            if part.procedural != "turbine_blade":
+                raise MeshError(f"part '{part.name}': unknown procedural generator "
+                                f"'{part.procedural}' (known: turbine_blade)")
+            path = Path(mesh_dir) / f"{part.name}.stl"
+            if not path.is_file():
+                write_stl(path, *turbine_blade())
+        else:
+            path = validate_mesh(part.mesh)
+        out.append({"name": part.name, "path": str(Path(path).resolve()), "unit": part.unit})
+    return out
