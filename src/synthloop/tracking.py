@@ -48,6 +48,10 @@ def log_detector(checkpoint: Path, *, name: str = "model") -> str:
 def download_checkpoint(model_uri: str, dst: Path) -> Path:
     """Fetch the checkpoint file of a logged synthloop model into ``dst`` (a folder)."""
     dst.mkdir(parents=True, exist_ok=True)
-    local = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=f"{model_uri.rstrip('/')}/artifacts/{CHECKPOINT_NAME}", dst_path=str(dst)))
-    return local
+    location = model_uri.rstrip("/")
+    if location.startswith("models:/m-"):
+        # An MLflow 3 logged model (also what registry versions point at): its files live at
+        # the logged model's own artifact location, not under the run.
+        location = MlflowClient().get_logged_model(location[len("models:/"):]).artifact_location
+    return Path(mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{location}/artifacts/{CHECKPOINT_NAME}", dst_path=str(dst)))

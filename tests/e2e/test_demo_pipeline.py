@@ -81,7 +81,7 @@ def test_mlflow_holds_runs_registry_and_champion(finished):
     champ = client.get_model_version_by_alias(cfg.registered_model_name, "champion")
     expected = rows[1]["model_version"] if rows[1]["promoted"] else rows[0]["model_version"]
     assert str(champ.version) == expected
-    assert client.get_model_version_by_alias(cfg.registered_model_name, "challenger").version == \
+    assert str(client.get_model_version_by_alias(cfg.registered_model_name, "challenger").version) == \
         rows[1]["model_version"]
 
 
