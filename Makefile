@@ -9,7 +9,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export MLFLOW_ENABLE_ASYNC_LOGGING := false
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: setup demo demo-local test test-fast bench lint clean
+.PHONY: setup demo demo-local test test-fast bench lint clean labelstudio bench-scaleout
 
 setup: $(VENV)/.installed $(RENDER_VENV)/.installed
 
@@ -27,6 +27,20 @@ $(RENDER_VENV)/.installed: constraints-render.txt
 	$(RENDER_VENV)/bin/python -m pip install -q -c constraints-render.txt "bpy==4.5.4"
 	touch $@
 
+# Label Studio (the human oracle's tool, and the real server the slow round-trip test starts):
+# its own interpreter, because label-studio 1.23 pins Django/pydantic/etc. that clash with ours.
+LABELSTUDIO_VENV := .venv-labelstudio
+labelstudio: $(LABELSTUDIO_VENV)/.installed
+$(LABELSTUDIO_VENV)/.installed: constraints-labelstudio.txt
+	test -x $(LABELSTUDIO_VENV)/bin/python || $(PYTHON) -m venv $(LABELSTUDIO_VENV)
+	$(LABELSTUDIO_VENV)/bin/python -m pip install -q --upgrade "pip>=24,<26"
+	$(LABELSTUDIO_VENV)/bin/python -m pip install -q -c constraints-labelstudio.txt "label-studio==1.23.2"
+	touch $@
+
+## bench-scaleout: render and scoring throughput with 1 vs 2 Dask workers (docs/benchmarks.md)
+bench-scaleout: setup
+	$(PY) benchmarks/scaleout_bench.py
+
 ## demo: render, pretrain M0 and run DAL cycles as a Prefect flow (about 20-25 min on 2 cores)
 demo: setup
 	$(PY) flows/demo.py pipelines/demo.yaml
@@ -36,7 +50,8 @@ demo-local: setup
 	$(VENV)/bin/synthloop demo --config pipelines/demo.yaml
 
 ## test: the whole suite (unit, integration, and the toy-size end-to-end run)
-test: setup
+# labelstudio: ~1.5 min and ~1 GB once; the Label Studio round-trip test skips without it.
+test: setup labelstudio
 	$(PY) -m pytest -q
 
 test-fast: setup

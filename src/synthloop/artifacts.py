@@ -59,10 +59,36 @@ class EvalResult:
 
 
 @dataclass(frozen=True)
+class ImprovementInterval:
+    """Paired bootstrap of ``metric`` over the validation images (gating/bootstrap.py).
+
+    ``candidate``/``champion``/``improvement`` are the full-set values; ``lower``/``upper`` the
+    percentile interval of (candidate - champion) at ``confidence`` (two-sided) over
+    ``resamples`` resamples of the images with replacement, the same resample for both models.
+    """
+
+    metric: str
+    candidate: float
+    champion: float
+    improvement: float
+    lower: float
+    upper: float
+    confidence: float
+    resamples: int
+    num_images: int
+    seed: int
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class GateDecision:
     """Whether a candidate model replaces the champion, and why (``decide_promotion``'s output).
 
-    ``champion_value`` and ``improvement`` are None when there is nothing to compare with.
+    ``champion_value`` and ``improvement`` are None when there is nothing to compare with;
+    ``interval`` is the bootstrap interval the decision used, None for a point comparison.
     """
 
     promote: bool
@@ -71,6 +97,7 @@ class GateDecision:
     candidate_value: float | None
     champion_value: float | None
     improvement: float | None
+    interval: ImprovementInterval | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -36,8 +36,14 @@ def _load(config: Path, overlay: list[Path], overrides: list[str], workspace: Pa
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # Our own handler on the package logger: Prefect (in flows/) reconfigures the root logger.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                                           datefmt="%H:%M:%S"))
+    pkg = logging.getLogger("synthloop")
+    pkg.handlers[:] = [handler]
+    pkg.setLevel(logging.DEBUG if verbose else logging.INFO)
+    pkg.propagate = False
     for noisy in ("alembic", "mlflow", "urllib3", "botocore", "dvc", "filelock", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -124,6 +130,26 @@ def cycle(config: Path = ConfigOpt, cycles: int = typer.Option(1, help="How many
     t0 = time.perf_counter()
     rows = run_pipeline(cfg, cycles=done + cycles)
     print_report(cfg, rows, time.perf_counter() - t0)
+
+
+
+def _register_people_commands() -> None:
+    from synthloop.cli_people import label_app, serve
+
+    app.add_typer(label_app, name="label")
+    app.command()(serve)
+
+
+_register_people_commands()
+
+
+def _register_continuous_training_commands() -> None:
+    from synthloop.cli_ct import register
+
+    register(app)
+
+
+_register_continuous_training_commands()
 
 
 def main() -> None:

@@ -46,12 +46,19 @@ class IntRange(Strict):
 
 
 class PartSpec(Strict):
-    """One part class: a mesh file, or a procedural generator such as ``turbine_blade``."""
+    """One part class: a mesh file (or a glob of variants), or a procedural generator.
+
+    ``mesh`` may be a glob such as ``hex_bolt_M10x*.stl``: every match is a variant of the
+    class (a plan picks one per instance). ``unit='auto'`` treats a class whose largest variant
+    is more than 10 units across as millimetres. ``materials`` overrides the domain's material
+    pool for this class. Materials need no UVs (object-space mapping).
+    """
 
     name: str
     mesh: Path | None = None
     procedural: Literal["turbine_blade"] | None = None
-    unit: Literal["auto", "mm", "m"] = "auto"
+    unit: Literal["auto", "mm", "cm", "m", "inch"] = "auto"
+    materials: list[str] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "PartSpec":
@@ -69,8 +76,24 @@ class SensorConfig(Strict):
     color_gain: Range = Range(min=1.0, max=1.0)  # per-channel white balance jitter
 
 
+class WorkbenchConfig(Strict):
+    """The ``workbench`` scene (metres): a table, parts dropped onto it by rigid-body physics,
+    paper sheets on the top, clutter (``DomainConfig.distractors``) on the floor around it."""
+
+    table_size_m: Range = Range(min=0.5, max=0.8)
+    table_height_m: float = Field(default=0.45, gt=0.0)
+    drop_height_m: Range = Range(min=0.01, max=0.1)  # above the table top
+    sheets: IntRange = IntRange(min=0, max=3)
+    physics_frames: int = Field(default=90, ge=10, le=1000)
+
+
 class DomainConfig(Strict):
-    """How one image domain is rendered (synthetic training set, or the demo's proxy real set)."""
+    """How one image domain is rendered (synthetic training set, or the demo's proxy real set).
+
+    Scene presets: ``floating`` (the paper's: parts in free space, a photo behind) and
+    ``workbench``. Materials are preset names (``brushed_steel``, ``random_texture``, ...) or
+    ``texture:<image file or folder>``. Paths other than part meshes resolve against the CWD.
+    """
 
     num_images: int = Field(gt=0)
     seed: int = 0
@@ -78,16 +101,34 @@ class DomainConfig(Strict):
     height: int = Field(default=240, ge=32, le=4096)
     samples: int = Field(default=4, ge=1, le=4096)
     denoise: bool = False
-    scene: Literal["floating"] = "floating"
+    quality: Literal["draft", "default", "paper"] = "default"  # Cycles settings: see presets
+    scene: Literal["floating", "workbench"] = "floating"
     materials: list[str] = ["brushed_steel", "dark_blue_metal"]
-    backgrounds: str = "procedural:workshop"
+    distractor_materials: list[str] = ["plastic", "painted_metal", "rubber", "brushed_steel",
+                                       "cast_iron"]
+    distractor_meshes: list[Path] = []  # files or folders; empty: shipped primitives
+    backgrounds: str = "procedural:workshop"  # procedural:<style>, a folder, or s3://bucket/prefix
+    hdris: str = "studio"  # Blender's bundled studio lights, or a folder of .hdr/.exr files
     distractors: IntRange = IntRange(min=0, max=3)
     parts_per_image: IntRange = IntRange(min=1, max=1)
     camera_distance: Range = Range(min=0.35, max=0.6)
     camera_elevation_deg: Range = Range(min=10.0, max=80.0)
+    camera_azimuth_deg: Range = Range(min=0.0, max=360.0)
+    camera_roll_deg: Range = Range(min=-15.0, max=15.0)
+    look_at_jitter_m: float = Field(default=0.03, ge=0.0)
     focal_length_mm: Range = Range(min=35.0, max=50.0)
     hdri_strength: Range = Range(min=0.6, max=1.6)
+    hdri_rotation_deg: Range = Range(min=0.0, max=360.0)
+    point_lights: IntRange = IntRange(min=0, max=0)
+    point_light_power_w: Range = Range(min=5.0, max=40.0)
+    point_light_kelvin: Range = Range(min=2700.0, max=6500.0)
     min_visibility: float = Field(default=0.3, ge=0.0, le=1.0)
+    max_truncation: float = Field(default=1.0, ge=0.0, le=1.0)  # share of silhouette off-image
+    drop_empty_images: bool = False  # reject images with no part left; render more to refill
+    # visible: tight box of the visible pixels; projected / corners: the paper's "tight" (all
+    # vertices projected) and "fast" (3D box corners projected), clipped to the image
+    box_mode: Literal["visible", "projected", "corners"] = "visible"
+    workbench: WorkbenchConfig = WorkbenchConfig()
     sensor: SensorConfig = SensorConfig()
 
 
@@ -96,7 +137,7 @@ class RenderConfig(Strict):
 
     blender_python: str | None = None  # default: $SYNTHLOOP_BLENDER_PYTHON, then .venv-render
     workers: int = Field(default=1, ge=1, le=64)
-    threads: int = Field(default=0, ge=0)  # 0: Blender picks (all cores)
+    threads: int = Field(default=0, ge=0)  # 0: cores / workers
     shard_size: int = Field(default=50, ge=1)
 
 
@@ -108,9 +149,16 @@ class DetectorConfig(Strict):
     weights: str | None = None  # None: from scratch; "DEFAULT": torchvision COCO; or a path/URL
     box_score_thresh: float = Field(default=0.05, ge=0.0, le=1.0)
     anchor_sizes: list[int] | None = None
+    # Training-time sampling sizes (torchvision's defaults). On a CPU the box head's cost is
+    # proportional to box_batch_size_per_image: with 1-3 parts an image, 128 loses nothing.
+    rpn_pre_nms_top_n_train: int = Field(default=2000, ge=1)
+    rpn_post_nms_top_n_train: int = Field(default=2000, ge=1)
+    box_batch_size_per_image: int = Field(default=512, ge=1)
 
 
 class TrainConfig(Strict):
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    grad_clip_norm: float | None = Field(default=None, gt=0)
     lr: float = Field(default=0.02, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=1e-4, ge=0)
@@ -140,6 +188,12 @@ class GateConfig(Strict):
     metric: Literal["AP", "AP50", "AP75"] = "AP"
     min_improvement: float = 0.0
     require_same_val: bool = True
+    # Paired bootstrap over the validation images (gating/bootstrap.py): promote only when the
+    # lower end of the interval of (candidate - champion) is above min_improvement. 0: compare
+    # the point estimates only.
+    bootstrap_resamples: int = Field(default=200, ge=0, le=100_000)
+    confidence: float = Field(default=0.9, gt=0.0, lt=1.0)  # two-sided: 0.9 -> 5% lower bound
+    bootstrap_seed: int = 0
 
 
 class TrackingConfig(Strict):
@@ -151,7 +205,81 @@ class TrackingConfig(Strict):
 class VersioningConfig(Strict):
     remote_url: str | None = None  # default: <workspace>/dvc-remote; s3://bucket/prefix for S3
     s3_endpoint_url: str | None = None
+    s3_profile: str | None = None  # AWS profile name for the DVC remote (keys never go here)
     push: bool = True
+
+
+class IngestConfig(Strict):
+    """Where new camera images land (a folder or ``s3://bucket/prefix``) and what is accepted."""
+
+    source: str | None = None  # None: the pool only changes through render/import
+    s3_endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, moto); AWS when None
+    s3_profile: str | None = None
+    max_bytes: int = Field(default=20_000_000, ge=1)
+    min_side: int = Field(default=32, ge=1)
+    max_side: int = Field(default=8192, ge=1)
+    extensions: list[str] = [".jpg", ".jpeg", ".png"]
+
+
+class MonitoringConfig(Strict):
+    """Drift checks of new pool images against a reference set (monitoring/, stages/drift.py)."""
+
+    reference: Literal["pool", "val", "labeled"] = "pool"  # pool: images seen by the last cycle
+    embedding_method: Literal["mmd", "model"] = "mmd"
+    embedding_threshold: float | None = None  # None: the method's default (monitoring/drift.py)
+    pca_components: int | None = Field(default=20, ge=1)
+    stat_alpha: float = Field(default=0.01, gt=0.0, lt=1.0)  # K-S p-value per statistic
+    permutations: int = Field(default=100, ge=10)  # calibrate the embedding threshold
+    min_current: int = Field(default=20, ge=2)  # fewer new images: no drift decision yet
+    max_reference: int = Field(default=300, ge=2)
+    seed: int = 0
+
+
+class TriggerConfig(Strict):
+    """When the monitor asks for a cycle, and how a second cycle request is handled."""
+
+    pool_growth_min: int = Field(default=50, ge=1)  # new pool images since the last cycle
+    on_drift: bool = True
+    confidence_drop: float = Field(default=0.1, gt=0.0, le=1.0)  # champion mean top score
+    lock_wait_s: float = Field(default=0.0, ge=0.0)  # 0: skip when another cycle runs
+
+
+class LabelingConfig(Strict):
+    """Who labels a query batch: the simulated oracle (demo) or people in Label Studio / CVAT.
+
+    A human oracle stops the cycle at the label stage after exporting the batch (with the
+    model's detections as pre-annotations) to ``export_dir``; ``synthloop label import`` brings
+    the answers back. ``image_url`` tells Label Studio where the pool images are
+    (``{file_name}``, ``{id}``): local-files serving by default, or e.g. ``s3://bucket/pool/{file_name}``.
+    """
+
+    oracle: Literal["simulated", "labelstudio", "cvat"] = "simulated"
+    export_dir: Path | None = None  # default: <workspace>/labeling
+    preannotation_min_score: float = Field(default=0.5, ge=0.0, le=1.0)
+    accept_iou: float = Field(default=0.9, gt=0.0, le=1.0)  # "accepted unchanged" above this
+    image_url: str = "/data/local-files/?d=pool/images/{file_name}"
+
+
+class ServeConfig(Strict):
+    """``synthloop serve``: REST inference with the registry alias, swapped when it moves."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    alias: str = "champion"
+    poll_seconds: float = Field(default=10.0, gt=0.0)  # how often the alias is checked
+    max_image_bytes: int = Field(default=10_000_000, ge=1)
+    max_image_pixels: int = Field(default=25_000_000, ge=1)
+    min_score: float = Field(default=0.3, ge=0.0, le=1.0)  # default; ?min_score= overrides
+    torch_threads: int = Field(default=0, ge=0)  # 0: torch's default
+
+
+class DaskConfig(Strict):
+    """Where render shards and pool-scoring chunks run: a local cluster, or ``address``."""
+
+    address: str | None = None  # e.g. tcp://scheduler:8786; None: a local cluster
+    n_workers: int = Field(default=2, ge=1)  # local cluster only
+    threads_per_worker: int = Field(default=1, ge=1)
+    score_chunk_size: int = Field(default=32, ge=1)  # pool images per scoring task
 
 
 class PipelineConfig(Strict):
@@ -170,6 +298,12 @@ class PipelineConfig(Strict):
     gate: GateConfig = GateConfig()
     tracking: TrackingConfig = TrackingConfig()
     versioning: VersioningConfig = VersioningConfig()
+    ingest: IngestConfig = IngestConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    trigger: TriggerConfig = TriggerConfig()
+    labeling: LabelingConfig = LabelingConfig()
+    serve: ServeConfig = ServeConfig()
+    dask: DaskConfig = DaskConfig()
 
     @property
     def class_names(self) -> list[str]:

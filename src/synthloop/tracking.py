@@ -12,11 +12,13 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
+from synthloop import __version__
 from synthloop.config import PipelineConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
 PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "numpy==2.4.6", "pillow",
-                    "pandas==2.3.3", "synthloop"]
+                    "pandas==2.3.3", f"synthloop=={__version__}"]  # synthloop: from a wheelhouse,
+# see docker/README.md (`mlflow models serve` without --env-manager local installs these)
 
 
 def setup(cfg: PipelineConfig) -> str:
@@ -37,11 +39,12 @@ def setup(cfg: PipelineConfig) -> str:
 
 def log_detector(checkpoint: Path, *, name: str = "model") -> str:
     """Log ``checkpoint`` as a pyfunc model in the active run; return its model URI."""
-    from synthloop.serve.pyfunc import DetectorPyfunc
+    from synthloop.serve.pyfunc import DetectorPyfunc, detector_signature
 
     info = mlflow.pyfunc.log_model(name=name, python_model=DetectorPyfunc(),
                                    artifacts={"checkpoint": str(checkpoint)},
-                                   pip_requirements=PIP_REQUIREMENTS)
+                                   pip_requirements=PIP_REQUIREMENTS,
+                                   signature=detector_signature())
     return info.model_uri
 
 

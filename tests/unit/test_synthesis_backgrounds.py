@@ -1,5 +1,7 @@
 """Procedural and folder backgrounds: seeded, deterministic, clear errors."""
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -46,3 +48,35 @@ def test_folder_source(tmp_path):
     img = render_background(choice, 100, 64)
     assert img.size == (100, 64) and choice["file"] == "a.png"
     assert np.asarray(img)[..., 0].mean() > 150
+
+
+@pytest.mark.slow
+def test_s3_prefix_source(tmp_path, monkeypatch):
+    """Photos under s3://bucket/prefix (moto on loopback): listed, downloaded once, cached."""
+    boto3 = pytest.importorskip("boto3")
+    moto_server = pytest.importorskip("moto.server")
+    for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
+                       ("AWS_DEFAULT_REGION", "us-east-1"), ("SYNTHLOOP_CACHE_DIR", str(tmp_path))):
+        monkeypatch.setenv(key, value)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="photos")
+        buf = io.BytesIO()
+        Image.new("RGB", (60, 40), (10, 200, 10)).save(buf, format="PNG")
+        s3.put_object(Bucket="photos", Key="coco/train/a.png", Body=buf.getvalue())
+        s3.put_object(Bucket="photos", Key="coco/train/readme.txt", Body=b"not an image")
+        s3.put_object(Bucket="photos", Key="other/b.png", Body=buf.getvalue())
+        src = get_background_source("s3://photos/coco")
+        assert src.files == ["train/a.png"]
+        choice = src.choose(np.random.default_rng(0))
+        img = render_background(choice, 30, 20)
+        assert img.size == (30, 20) and np.asarray(img)[..., 1].mean() > 150
+        assert (tmp_path / "s3" / "photos" / "coco" / "train" / "a.png").is_file()
+        with pytest.raises(BackgroundError, match="s3://photos/empty has no images"):
+            get_background_source("s3://photos/empty")
+    finally:
+        server.stop()

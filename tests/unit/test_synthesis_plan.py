@@ -49,3 +49,25 @@ def test_unknown_material_preset_lists_known():
 def test_unknown_background_lists_known():
     with pytest.raises(ValueError, match="procedural:workshop"):
         plan_scenes(_domain(backgrounds="procedural:moon"), PARTS)
+
+
+@pytest.mark.parametrize("name", ["paper", "bolts", "demo"])
+def test_shipped_pipelines_plan(name, request):
+    from synthloop.config import load_config
+    from tests_support import ROOT
+
+    if name == "bolts":
+        request.getfixturevalue("shared_data")  # its meshes live in ../shared/data
+
+    cfg = load_config(ROOT / "pipelines" / f"{name}.yaml")
+    for domain in (cfg.synthetic, cfg.pool, cfg.val):
+        plans = plan_scenes(domain.model_copy(update={"num_images": 2}), cfg.parts)
+        assert len(plans) == 2 and plans[0]["scene"] == domain.scene
+    if name == "bolts":  # glob variants: 4 bolts and 2 washers, in millimetres
+        assert [len(p["parts"]) >= 15 for p in plans] == [True, True]
+        assert {q["mesh_index"] for p in plans for q in p["parts"]} <= set(range(6))
+        assert cfg.class_names == ["Bolt", "Washer"] and cfg.synthetic.width == 960
+    if name == "paper":
+        s = cfg.synthetic
+        assert (s.width, s.height, s.scene, s.distractors.max) == (640, 360, "floating", 3)
+        assert cfg.detector.architecture == "resnet50_fpn" and cfg.pretrain.lr == 1e-5

@@ -111,7 +111,10 @@ def build_detector(*, cfg: DetectorConfig, num_classes: int) -> FasterRCNN:
         raise ValueError(f"min_size {cfg.min_size} > max_size {cfg.max_size}")
     pretrained = cfg.weights == "DEFAULT"
     kwargs: dict[str, Any] = {"min_size": cfg.min_size, "max_size": cfg.max_size,
-                              "box_score_thresh": cfg.box_score_thresh}
+                              "box_score_thresh": cfg.box_score_thresh,
+                              "rpn_pre_nms_top_n_train": cfg.rpn_pre_nms_top_n_train,
+                              "rpn_post_nms_top_n_train": cfg.rpn_post_nms_top_n_train,
+                              "box_batch_size_per_image": cfg.box_batch_size_per_image}
     if cfg.architecture == "mobilenet_v3_fpn":
         model = _build_mobilenet(pretrained, num_classes, kwargs)
     elif cfg.architecture == "resnet50_fpn":

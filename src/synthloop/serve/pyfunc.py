@@ -10,6 +10,18 @@ from typing import Any
 import mlflow.pyfunc
 
 
+def detector_signature() -> Any:
+    """The pyfunc's signature: either input column per row; list-valued outputs per image."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "image_b64", required=False),
+                       ColSpec("string", "image_path", required=False)]),
+        outputs=Schema([ColSpec(Array(Array("double")), "boxes"), ColSpec(Array("long"), "labels"),
+                        ColSpec(Array("double"), "scores")]))
+
+
 class DetectorPyfunc(mlflow.pyfunc.PythonModel):
     """Input: a DataFrame with ``image_path`` or ``image_b64`` (base64 JPEG/PNG) per row.
 
@@ -23,7 +35,9 @@ class DetectorPyfunc(mlflow.pyfunc.PythonModel):
         self.model = load_checkpoint(Path(context.artifacts["checkpoint"]))
         self.model.eval()
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> Any:
+    # No type hints here: MLflow would try to derive a schema from them; the signature is
+    # detector_signature(), given when the model is logged.
+    def predict(self, context, model_input, params=None):
         import numpy as np
         import pandas as pd
         import torch
@@ -31,7 +45,7 @@ class DetectorPyfunc(mlflow.pyfunc.PythonModel):
 
         rows = []
         for _, row in model_input.iterrows():
-            if "image_b64" in row and isinstance(row["image_b64"], str):
+            if isinstance(row.get("image_b64"), str):
                 img = Image.open(io.BytesIO(base64.b64decode(row["image_b64"])))
             else:
                 img = Image.open(row["image_path"])

@@ -10,7 +10,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from synthloop import tracking
+from synthloop import lineage, tracking
 from synthloop.artifacts import DatasetRef, EvalResult, ModelRef
 from synthloop.config import PipelineConfig
 from synthloop.data.coco import CocoDataset
@@ -35,7 +35,10 @@ def run(cfg: PipelineConfig, *, cycle: int, previous: ModelRef, labeled: Dataset
         ref, ev = train_evaluate_register(
             cfg, run_name=f"finetune-cycle-{cycle}",
             tags={"stage": "finetune", "cycle": str(cycle),
-                  "labels_used": str(len(train_ds.images)), "parent_version": str(previous.version)},
+                  "labels_used": str(len(train_ds.images)), "parent_version": str(previous.version),
+                  **lineage.run_tags(cfg, datasets={"labeled": labeled, "val": val},
+                                     parent_version=str(previous.version),
+                                     query_batch=read_record(ws.cycle_dir(cycle) / "query.json"))},
             train_ds=train_ds, stop_ds=None, val=val, train_cfg=cfg.finetune,
             init_checkpoint=init, checkpoint_dir=ws.checkpoint_dir(f"cycle_{cycle}"),
             parent_run_id=parent_run_id,

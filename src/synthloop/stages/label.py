@@ -1,7 +1,8 @@
 """Stage: get the query batch labelled and add it to data/labeled; version the data with DVC.
 
 The demo's oracle is simulated: it copies the ground truth kept aside in oracle/pool.json. In
-production a person labels the exported batch and the strict import adds it here instead.
+production (``labeling.oracle``: labelstudio | cvat) a person labels the exported batch and the
+strict import adds it here instead (``stages/label_human.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from synthloop.config import PipelineConfig
 from synthloop.data.coco import CocoDataset
 from synthloop.stages.render import ANNOTATIONS, dataset_ref
 from synthloop.stages.workspace import Workspace, read_record, write_record
-from synthloop.versioning import dvc_repo
+from synthloop.versioning.remote import commit_and_push
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,14 @@ def run(cfg: PipelineConfig, *, cycle: int, batch: QueryBatch) -> DatasetRef:
         return dataset_ref("labeled", folder)
     have = labeled_ids(cfg)
     new = [i for i in batch.image_ids if i not in have]
-    answers = simulated_oracle(cfg, new)
+    human: dict = {}
+    if cfg.labeling.oracle == "simulated":
+        answers = simulated_oracle(cfg, new)
+    else:  # people: export and stop (LabelsPending) until `synthloop label import` brought answers
+        from synthloop.stages.label_human import human_answers
+
+        answers, human = human_answers(cfg, cycle, batch)
+        new = [im.id for im in answers.images if im.id not in have]  # skipped ones stay in the pool
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
     for im in answers.images:
@@ -51,13 +59,10 @@ def run(cfg: PipelineConfig, *, cycle: int, batch: QueryBatch) -> DatasetRef:
     labeled = union(CocoDataset.load(folder / ANNOTATIONS) if have else None,
                     answers.with_image_root(images))
     labeled.save(folder / ANNOTATIONS)
-    repo = dvc_repo.init_workspace(ws.root, remote_url=cfg.versioning.remote_url or str(ws.dvc_remote),
-                                   endpoint_url=cfg.versioning.s3_endpoint_url)
-    data_md5 = dvc_repo.commit_data(repo, f"cycle {cycle}: +{len(new)} labels "
-                                    f"({len(labeled.images)} in total)", tag=f"cycle-{cycle}")
-    if cfg.versioning.push:
-        dvc_repo.push(repo)
-    write_record(record_path, {"new": new, "total": len(labeled.images), "data_md5": data_md5})
+    data_md5 = commit_and_push(cfg, f"cycle {cycle}: +{len(new)} labels "
+                               f"({len(labeled.images)} in total)", tag=f"cycle-{cycle}")
+    write_record(record_path, {"new": new, "total": len(labeled.images), "data_md5": data_md5,
+                               "oracle": cfg.labeling.oracle, **human})
     log.info("label (cycle %d): +%d images (%d labelled in total), data version %s", cycle,
              len(new), len(labeled.images), data_md5)
     return dataset_ref("labeled", folder)

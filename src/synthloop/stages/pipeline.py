@@ -13,13 +13,14 @@ from typing import Any, Callable
 
 from mlflow import MlflowClient
 
-from synthloop import tracking
+from synthloop import lineage, tracking
 from synthloop.artifacts import DatasetRef, ModelRef
 from synthloop.config import PipelineConfig
+from synthloop.gating.cycle_lock import cycle_lock
 from synthloop.gating.registry import CHAMPION, get_alias_version
 from synthloop.stages import finetune, gate, label, pretrain, query, render, score
 from synthloop.stages.workspace import Workspace, read_record, write_record
-from synthloop.versioning import dvc_repo
+from synthloop.versioning.remote import commit_and_push
 
 log = logging.getLogger(__name__)
 Runner = Callable[..., Any]
@@ -42,13 +43,7 @@ class CycleSummary:
 
 
 def version_data(cfg: PipelineConfig, message: str, tag: str) -> str:
-    ws = Workspace.of(cfg)
-    repo = dvc_repo.init_workspace(ws.root, remote_url=cfg.versioning.remote_url or str(ws.dvc_remote),
-                                   endpoint_url=cfg.versioning.s3_endpoint_url)
-    md5 = dvc_repo.commit_data(repo, message, tag=tag)
-    if cfg.versioning.push:
-        dvc_repo.push(repo)
-    return md5
+    return commit_and_push(cfg, message, tag=tag)
 
 
 def prepare_data(cfg: PipelineConfig, runner: Runner = call) -> dict[str, DatasetRef]:
@@ -86,12 +81,14 @@ def run_cycle(cfg: PipelineConfig, cycle: int, *, previous: ModelRef, data: dict
                          labeled_ids=have, progress=progress)
     batch = runner("query", query.run, cfg, cycle=cycle, scores_path=scores_path, model=previous,
                    pool=data["pool"], labeled_ids=have, parent_run_id=parent)
+    runner("log-query-batch", lineage.log_query_batch, cfg, parent, batch)
     labeled = runner("label", label.run, cfg, cycle=cycle, batch=batch)
     candidate, ev = runner("finetune", finetune.run, cfg, cycle=cycle, previous=previous,
                            labeled=labeled, val=data["val"], parent_run_id=parent,
                            progress=progress)
     decision = runner("gate", gate.run, cfg, cycle=cycle, candidate=candidate, candidate_eval=ev,
                       parent_run_id=parent)
+    tracking.setup(cfg)  # a fully resumed cycle opened no stage that would have set it
     client = MlflowClient()
     client.log_metric(parent, "labels_total", float(labeled.num_images))
     client.log_metric(parent, "labels_new", float(len(batch.new_label_ids)))
@@ -105,7 +102,18 @@ def run_cycle(cfg: PipelineConfig, cycle: int, *, previous: ModelRef, data: dict
 
 def run_pipeline(cfg: PipelineConfig, *, runner: Runner = call, cycles: int | None = None,
                  progress: bool = True) -> list[CycleSummary]:
-    """Data, M0, then ``cycles`` DAL cycles (default: cfg.active.cycles). Reruns resume."""
+    """Data, M0, then ``cycles`` DAL cycles (default: cfg.active.cycles). Reruns resume.
+
+    Holds the workspace's cycle lock (gating/cycle_lock.py): while another run trains or
+    promotes, this one waits ``trigger.lock_wait_s`` and then raises ``CycleBusy``.
+    """
+    with cycle_lock(Workspace.of(cfg).root / "state", trigger="pipeline",
+                    wait_s=cfg.trigger.lock_wait_s):
+        return _run_pipeline(cfg, runner=runner, cycles=cycles, progress=progress)
+
+
+def _run_pipeline(cfg: PipelineConfig, *, runner: Runner, cycles: int | None,
+                  progress: bool) -> list[CycleSummary]:
     data = prepare_data(cfg, runner)
     model = runner("pretrain", pretrain.run, cfg, data["synthetic"], data["val"], progress=progress)
     rec = read_record(Workspace.of(cfg).cycle_dir(0) / "gate.json") or {}

@@ -10,7 +10,7 @@ import logging
 
 import numpy as np
 
-from synthloop import tracking
+from synthloop import lineage, tracking
 from synthloop.artifacts import DatasetRef, ModelRef
 from synthloop.config import PipelineConfig
 from synthloop.data.coco import CocoDataset
@@ -43,7 +43,9 @@ def run(cfg: PipelineConfig, synthetic: DatasetRef, val: DatasetRef, *,
     full = CocoDataset.load(synthetic.annotations, synthetic.image_root)
     train_ds, holdout = split_holdout(full, fraction=HOLDOUT_FRACTION, seed=cfg.pretrain.seed)
     ref, ev = train_evaluate_register(
-        cfg, run_name="pretrain", tags={"stage": "pretrain", "cycle": "0", "labels_used": "0"},
+        cfg, run_name="pretrain", tags={"stage": "pretrain", "cycle": "0", "labels_used": "0",
+                                        **lineage.run_tags(cfg, cad=True, datasets={
+                                            "synthetic": synthetic, "val": val})},
         train_ds=train_ds, stop_ds=holdout, val=val, train_cfg=cfg.pretrain,
         init_checkpoint=None, checkpoint_dir=ws.checkpoint_dir("pretrain"),
         extra_params={"synthetic.md5": synthetic.md5}, progress=progress)

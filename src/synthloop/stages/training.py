@@ -43,7 +43,9 @@ def train_evaluate_register(cfg: PipelineConfig, *, run_name: str, tags: dict[st
                             extra_params: dict[str, Any] | None = None,
                             progress: bool = True) -> tuple[ModelRef, EvalResult]:
     """Train (from ``init_checkpoint`` or from the configured weights), evaluate on ``val``."""
-    from synthloop.detection import build_detector, evaluate, load_checkpoint, save_checkpoint, train
+    from synthloop.detection import (build_detector, evaluate_predictions, load_checkpoint,
+                                     predict_with_probs_and_features, save_checkpoint, train)
+    from synthloop.gating.predictions import predictions_path, save_predictions
 
     num_classes = len(cfg.class_names)
     if init_checkpoint is not None:
@@ -61,14 +63,23 @@ def train_evaluate_register(cfg: PipelineConfig, *, run_name: str, tags: dict[st
                            "val.md5": val.md5, **(extra_params or {})})
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            mlflow.log_metrics({f"train_{k}": float(v) for k, v in metrics.items()
+            # epoch_loss* are training losses; epoch_AP* score the early-stopping set
+            # (a held-out slice of the renders), never the validation set.
+            mlflow.log_metrics({f"epoch_{k}": float(v) for k, v in metrics.items()
                                 if isinstance(v, (int, float))}, step=epoch)
+            log.info("%s epoch %d: loss %.3f%s", run_name, epoch, metrics.get("loss", float("nan")),
+                     f", early-stopping set AP50 {metrics['AP50']:.3f}" if "AP50" in metrics else "")
 
         t0 = time.perf_counter()
         result = train(model, train_ds, cfg=train_cfg, val_ds=stop_ds, checkpoint_dir=checkpoint_dir,
                        progress=progress, on_epoch=on_epoch)
         train_s = time.perf_counter() - t0
-        metrics = evaluate(model, val_ds, batch_size=cfg.active.batch_size)
+        # Keep the per-image detections: the gate bootstraps AP from them (no second pass).
+        predictions = predict_with_probs_and_features(model, val_ds, progress=False,
+                                                      batch_size=cfg.active.batch_size)
+        metrics = evaluate_predictions(val_ds, predictions)
+        save_predictions(predictions_path(cfg.workspace.resolve(), run.info.run_id, val.md5),
+                         predictions)
         ev = EvalResult(metrics={k: float(v) for k, v in metrics.items()}, dataset_md5=val.md5,
                         num_images=len(val_ds.images))
         mlflow.log_metrics({f"val_{k}": v for k, v in ev.metrics.items()})

@@ -1,17 +1,21 @@
-"""Background photos the project can make: seeded procedural styles, or a folder of images.
+"""Background photos: seeded procedural styles, a folder of images, or an S3 prefix.
 
-A background *spec* string is ``procedural:<style>`` or a folder path. ``get_background_source``
-turns it into a source that (1) draws a JSON-able choice per image from a numpy Generator (the
-scene plan stores it) and (2) renders that choice at any size, deterministically.
+A background *spec* string is ``procedural:<style>``, a folder path or ``s3://bucket/prefix``.
+``get_background_source`` turns it into a source that (1) draws a JSON-able choice per image
+from a numpy Generator (the scene plan stores it) and (2) renders that choice at any size,
+deterministically.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from synthloop.io_utils import atomic_write_bytes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -182,6 +186,21 @@ class ProceduralBackgrounds:
         return draw(np.random.default_rng(choice["seed"]), width, height).convert("RGB")
 
 
+def _crop_photo(path: Path, choice: dict, width: int, height: int) -> Image.Image:
+    """Zoom, crop and flip one photo as ``choice`` says, to exactly ``width`` x ``height``."""
+    try:
+        img = Image.open(path).convert("RGB")
+    except OSError as exc:
+        raise BackgroundError(f"background {path}: cannot read image ({exc})") from None
+    scale = max(width / img.width, height / img.height) * choice["zoom"]
+    size = (max(width, round(img.width * scale)), max(height, round(img.height * scale)))
+    img = img.resize(size, Image.BILINEAR)
+    x = round((size[0] - width) * choice["crop"][0])
+    y = round((size[1] - height) * choice["crop"][1])
+    img = img.crop((x, y, x + width, y + height))
+    return img.transpose(Image.FLIP_LEFT_RIGHT) if choice["flip"] else img
+
+
 class FolderBackgrounds:
     """A folder of photos: a choice names a file, a zoom, a crop position and a flip."""
 
@@ -201,18 +220,65 @@ class FolderBackgrounds:
                 "flip": bool(rng.random() < 0.5)}
 
     def render(self, choice: dict, width: int, height: int) -> Image.Image:
-        path = self.folder / choice["file"]
+        return _crop_photo(self.folder / choice["file"], choice, width, height)
+
+
+def _s3_client():
+    try:
+        import boto3
+    except ImportError:
+        raise BackgroundError("s3:// backgrounds need boto3: pip install boto3") from None
+    # endpoint and credentials come from the environment / AWS profile (AWS_ENDPOINT_URL, ...)
+    return boto3.client("s3")
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("SYNTHLOOP_CACHE_DIR", "~/.cache/synthloop")).expanduser()
+
+
+class S3Location:
+    """``s3://bucket/prefix``: its objects download on first use into
+    ``$SYNTHLOOP_CACHE_DIR`` (default ``~/.cache/synthloop``)/s3/<bucket>/<prefix>."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self.bucket, _, self.prefix = self.url[len("s3://"):].partition("/")
+        self.folder = _cache_root() / "s3" / self.bucket / self.prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def list(self) -> list[str]:
+        """Object names under the prefix, relative to it."""
+        pages = _s3_client().get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.key(""))
         try:
-            img = Image.open(path).convert("RGB")
-        except OSError as exc:
-            raise BackgroundError(f"background {path}: cannot read image ({exc})") from None
-        scale = max(width / img.width, height / img.height) * choice["zoom"]
-        size = (max(width, round(img.width * scale)), max(height, round(img.height * scale)))
-        img = img.resize(size, Image.BILINEAR)
-        x = round((size[0] - width) * choice["crop"][0])
-        y = round((size[1] - height) * choice["crop"][1])
-        img = img.crop((x, y, x + width, y + height))
-        return img.transpose(Image.FLIP_LEFT_RIGHT) if choice["flip"] else img
+            keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+        except Exception as exc:  # botocore raises many kinds; all mean "cannot list"
+            raise BackgroundError(f"background {self.url}: cannot list ({exc})") from None
+        return [k[len(self.key("")):] for k in keys]
+
+    def fetch(self, name: str) -> Path:
+        local = self.folder / name
+        if not local.is_file():
+            data = _s3_client().get_object(Bucket=self.bucket, Key=self.key(name))["Body"].read()
+            atomic_write_bytes(local, data)
+        return local
+
+
+class S3Backgrounds(FolderBackgrounds):
+    """Photos under an S3 prefix, listed once; each is downloaded (cached) on first use."""
+
+    def __init__(self, url: str):  # noqa: not FolderBackgrounds.__init__: nothing local yet
+        self.location = S3Location(url)
+        self.spec, self.folder = self.location.url, self.location.folder
+        self.files = sorted(n for n in self.location.list()
+                            if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
+        if not self.files:
+            raise BackgroundError(f"background {url} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+
+    def render(self, choice: dict, width: int, height: int) -> Image.Image:
+        return _crop_photo(self.location.fetch(choice["file"]), choice, width, height)
 
 
 def known_backgrounds() -> list[str]:
@@ -220,20 +286,34 @@ def known_backgrounds() -> list[str]:
 
 
 def get_background_source(spec: str) -> ProceduralBackgrounds | FolderBackgrounds:
-    """Resolve a background spec; unknown names raise ValueError listing the known ones."""
+    """Resolve a background spec: ``procedural:<style>``, ``s3://bucket/prefix`` or a folder.
+
+    Unknown names raise ``BackgroundError`` (a ValueError) listing the known ones.
+    """
     if spec.startswith("procedural:"):
         style = spec.split(":", 1)[1]
         if style not in PROCEDURAL_STYLES:
             raise BackgroundError(f"unknown background '{spec}'; known: "
                                   f"{', '.join(known_backgrounds())}, or a folder of images")
         return ProceduralBackgrounds(style)
+    if spec.startswith("s3://"):
+        return S3Backgrounds(spec)
     folder = Path(spec).expanduser()
     if not folder.is_dir():
         raise BackgroundError(f"unknown background '{spec}': not a folder; known: "
-                              f"{', '.join(known_backgrounds())}, or a folder of images")
+                              f"{', '.join(known_backgrounds())}, an s3:// prefix, or a folder "
+                              f"of images")
     return FolderBackgrounds(folder.resolve())
 
 
 def render_background(choice: dict, width: int, height: int) -> Image.Image:
-    """Draw the background a plan chose, as an RGB image of exactly ``width`` x ``height``."""
-    return get_background_source(choice["source"]).render(choice, width, height)
+    """Draw the background a plan chose, as an RGB image of exactly ``width`` x ``height``.
+
+    Photos are read straight from the choice (no folder listing per image).
+    """
+    source = choice["source"]
+    if source.startswith("procedural:"):
+        return get_background_source(source).render(choice, width, height)
+    if source.startswith("s3://"):
+        return _crop_photo(S3Location(source).fetch(choice["file"]), choice, width, height)
+    return _crop_photo(Path(source) / choice["file"], choice, width, height)

@@ -3,7 +3,8 @@
 Boxes are tight boxes of the *visible* pixels in the worker's instance map, returned as COCO
 ``[x, y, w, h]`` pixels. Visibility = visible pixels / pixels of the part's own unoccluded
 silhouette on an enlarged canvas (rasterised by the worker), so occlusion by distractors or
-other parts and truncation at the image border both lower it.
+other parts and truncation at the image border both lower it; truncation alone is the share of
+that silhouette outside the image (the paper's filter on parts "more than X% outside").
 """
 
 from __future__ import annotations
@@ -59,13 +60,34 @@ def _rle(mask: np.ndarray) -> dict | None:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def part_instances(ids: np.ndarray, record: dict, *, min_visibility: float) -> list[dict]:
+def _clipped_xywh(xyxy, width: int, height: int) -> tuple[float, float, float, float] | None:
+    if xyxy is None:
+        return None
+    x1, y1 = min(max(xyxy[0], 0.0), width), min(max(xyxy[1], 0.0), height)
+    x2, y2 = min(max(xyxy[2], 0.0), width), min(max(xyxy[3], 0.0), height)
+    return (x1, y1, x2 - x1, y2 - y1) if x2 > x1 and y2 > y1 else None
+
+
+def truncation(part: dict) -> float:
+    """Share of a part's unoccluded silhouette that falls outside the image (0..1)."""
+    full = int(part.get("unoccluded_pixels", 0))
+    inside = int(part.get("unoccluded_pixels_in_image", full))
+    return 0.0 if full <= 0 else round(1.0 - inside / full, 4)
+
+
+def part_instances(ids: np.ndarray, record: dict, *, min_visibility: float,
+                   max_truncation: float = 1.0, box_mode: str = "visible") -> list[dict]:
     """Annotatable parts of one image from its (H, W) uint16 instance map and worker record.
 
-    Returns dicts with ``class_index`` (0-based), ``pass_index`` (its id in the map), ``bbox`` [x, y, w, h], ``area`` (visible
-    pixels), ``visibility`` and ``segmentation`` (RLE or None); parts below ``min_visibility``
-    or fully hidden are dropped. Distractors are never returned.
+    Returns dicts with ``class_index`` (0-based), ``pass_index`` (its id in the map), ``bbox``
+    [x, y, w, h] pixels, ``area`` (visible pixels), ``visibility``, ``truncation`` and
+    ``segmentation`` (RLE or None). ``box_mode``: ``visible`` (tight box of the visible
+    pixels), ``projected`` / ``corners`` (all vertices / 3D box corners projected, clipped to
+    the image: the paper's "tight" and "fast" boxes, for comparison). Fully hidden parts, parts
+    below ``min_visibility`` and parts above ``max_truncation`` are dropped; distractors are
+    never returned.
     """
+    height, width = ids.shape
     out = []
     for part in record["parts"]:
         mask = ids == part["pass_index"]
@@ -75,9 +97,13 @@ def part_instances(ids: np.ndarray, record: dict, *, min_visibility: float) -> l
             continue
         full = max(int(part["unoccluded_pixels"]), visible)
         visibility = visible / full
-        if visibility < min_visibility:
+        trunc = truncation(part)
+        if visibility < min_visibility or trunc > max_truncation:
             continue
+        if box_mode != "visible":
+            key = "projected_bbox_xyxy" if box_mode == "projected" else "corners_bbox_xyxy"
+            box = _clipped_xywh(part[key], width, height) or box
         out.append({"class_index": part["class_index"], "pass_index": part["pass_index"],
-                    "bbox": box, "area": float(visible),
-                    "visibility": round(visibility, 4), "segmentation": _rle(mask)})
+                    "bbox": box, "area": float(visible), "visibility": round(visibility, 4),
+                    "truncation": trunc, "segmentation": _rle(mask)})
     return out

@@ -4,13 +4,17 @@ The blade needs no CAD: a cambered NACA-style airfoil, tapered and twisted along
 standing on a platform and a root block. Each of the three shells is closed (every edge is
 shared by exactly two triangles) and wound outward. Units are metres.
 
-Unit handling happens in the worker (it sees every format's vertices): ``unit='auto'`` treats a
-mesh whose bounding-box diagonal exceeds ``AUTO_MM_DIAGONAL`` as millimetres (scale 0.001),
-and the worker recentres every part at its bounding-box centre.
+Validation of STL/OBJ/PLY/glTF/GLB files happens here, before Blender starts. Unit handling
+happens in the worker (it sees every format's vertices): ``unit='auto'`` treats a class whose
+largest variant's bounding-box diagonal exceeds ``AUTO_MM_DIAGONAL`` as millimetres, other
+units scale by ``UNIT_SCALE``; the worker recentres every mesh at its bounding-box centre.
 """
 
 from __future__ import annotations
 
+import glob
+import json
+import logging
 import struct
 from pathlib import Path
 
@@ -18,7 +22,10 @@ import numpy as np
 
 MESH_EXTENSIONS = (".stl", ".obj", ".ply", ".glb", ".gltf")
 AUTO_MM_DIAGONAL = 10.0  # a part larger than 10 "units" across is surely not metres
-UNIT_SCALE = {"m": 1.0, "mm": 0.001}
+UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001, "inch": 0.0254}
+
+
+log = logging.getLogger(__name__)
 
 
 class MeshError(ValueError):
@@ -139,10 +146,84 @@ def read_stl(path: Path | str) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------- validation
-def validate_mesh(path: Path | str) -> Path:
-    """Check a part mesh before Blender starts; raise ``MeshError`` naming the file."""
+def _check_stl(path: Path, size: int) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(84)
+    binary_count = struct.unpack("<I", head[80:84])[0] if len(head) == 84 else -1
+    if binary_count >= 0 and 84 + 50 * binary_count == size:
+        if binary_count == 0:
+            raise MeshError(f"mesh {path}: STL has no triangles")
+    elif b"facet" not in path.read_bytes()[:4096]:
+        raise MeshError(f"mesh {path}: not a valid binary or ASCII STL")
+    return False  # STL carries no UVs
+
+
+def _check_obj(path: Path) -> bool:
+    counts = {b"v": 0, b"vt": 0, b"f": 0}
+    with path.open("rb") as fh:
+        for line in fh:
+            key = line.split(maxsplit=1)[0] if line.strip() else b""
+            if key in counts:
+                counts[key] += 1
+    if counts[b"v"] == 0 or counts[b"f"] == 0:
+        raise MeshError(f"mesh {path}: OBJ has {counts[b'v']} vertices and {counts[b'f']} faces")
+    return counts[b"vt"] > 0
+
+
+def _check_ply(path: Path) -> bool:
+    with path.open("rb") as fh:
+        if fh.readline().strip() != b"ply":
+            raise MeshError(f"mesh {path}: not a PLY file (no 'ply' magic)")
+        header = []
+        for _ in range(200):
+            line = fh.readline()
+            if not line or line.strip() == b"end_header":
+                break
+            header.append(line.decode("ascii", "replace").split())
+        else:
+            line = b""
+    if not line:
+        raise MeshError(f"mesh {path}: PLY header has no end_header")
+    elements = {h[1]: int(h[2]) for h in header if len(h) == 3 and h[0] == "element"
+                and h[2].isdigit()}
+    if elements.get("vertex", 0) == 0 or elements.get("face", 0) == 0:
+        raise MeshError(f"mesh {path}: PLY has {elements.get('vertex', 0)} vertices and "
+                        f"{elements.get('face', 0)} faces")
+    props = {h[-1] for h in header if h and h[0] == "property"}
+    return bool(props & {"s", "u", "texture_u", "texture_s"})
+
+
+def _check_gltf(path: Path, data: bytes) -> bool:
+    if path.suffix.lower() == ".glb":
+        if data[:4] != b"glTF" or len(data) < 20:
+            raise MeshError(f"mesh {path}: not a GLB file (no 'glTF' magic)")
+        declared, chunk_len = struct.unpack("<II", data[8:16])
+        if declared != len(data) or data[16:20] != b"JSON":
+            raise MeshError(f"mesh {path}: GLB is truncated or corrupt")
+        data = data[20:20 + chunk_len]
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise MeshError(f"mesh {path}: glTF JSON does not parse") from None
+    prims = [p for m in doc.get("meshes", []) for p in m.get("primitives", [])]
+    if not prims:
+        raise MeshError(f"mesh {path}: glTF has no meshes")
+    for buf in doc.get("buffers", []):
+        uri = buf.get("uri")
+        if uri and not uri.startswith("data:") and not (path.parent / uri).is_file():
+            raise MeshError(f"mesh {path}: glTF buffer '{uri}' not found")
+    return any("TEXCOORD_0" in p.get("attributes", {}) for p in prims)
+
+
+def mesh_info(path: Path | str) -> dict:
+    """Check a mesh file before Blender starts; raise ``MeshError`` naming the file.
+
+    Returns ``{"path", "format", "has_uv"}``. A mesh without UVs is fine: every synthloop
+    material is evaluated in object space (no UV unwrapping needed).
+    """
     path = Path(path)
-    if path.suffix.lower() not in MESH_EXTENSIONS:
+    ext = path.suffix.lower()
+    if ext not in MESH_EXTENSIONS:
         raise MeshError(f"mesh {path}: unknown format '{path.suffix}' "
                         f"(known: {', '.join(MESH_EXTENSIONS)})")
     if not path.is_file():
@@ -150,26 +231,43 @@ def validate_mesh(path: Path | str) -> Path:
     size = path.stat().st_size
     if size == 0:
         raise MeshError(f"mesh {path}: file is empty")
-    if path.suffix.lower() == ".stl":
-        with path.open("rb") as fh:
-            head = fh.read(84)
-        binary_count = struct.unpack("<I", head[80:84])[0] if len(head) == 84 else -1
-        if binary_count >= 0 and 84 + 50 * binary_count == size:
-            if binary_count == 0:
-                raise MeshError(f"mesh {path}: STL has no triangles")
-        elif b"facet" not in path.read_bytes()[:4096]:
-            raise MeshError(f"mesh {path}: not a valid binary or ASCII STL")
-    return path
+    if ext == ".stl":
+        has_uv = _check_stl(path, size)
+    elif ext == ".obj":
+        has_uv = _check_obj(path)
+    elif ext == ".ply":
+        has_uv = _check_ply(path)
+    else:
+        has_uv = _check_gltf(path, path.read_bytes())
+    return {"path": str(path), "format": ext[1:], "has_uv": has_uv}
+
+
+def validate_mesh(path: Path | str) -> Path:
+    """``mesh_info`` for callers that only need the check; returns the path."""
+    mesh_info(path)
+    return Path(path)
+
+
+def part_mesh_files(part) -> list[Path]:
+    """The mesh variants of a ``PartSpec`` with a ``mesh``: the file, or every glob match."""
+    pattern = str(part.mesh)
+    if not any(c in pattern for c in "*?["):
+        return [Path(pattern)]
+    files = sorted(Path(p) for p in glob.glob(pattern) if Path(p).suffix.lower() in MESH_EXTENSIONS)
+    if not files:
+        raise MeshError(f"part '{part.name}': mesh pattern {pattern} matched no mesh files")
+    return files
 
 
 def prepare_part_meshes(parts: list, mesh_dir: Path | str) -> list[dict]:
-    """Resolve every ``PartSpec`` to a mesh file the worker can import.
+    """Resolve every ``PartSpec`` to the mesh files the worker imports, validated.
 
     Procedural parts are generated into ``mesh_dir`` (deterministic, so reruns rewrite nothing
-    new); file meshes are validated. Returns ``[{"name", "path", "unit"}]`` in class order.
+    new). Returns ``[{"name", "class_index", "variant", "path", "unit"}]``: one entry per
+    variant, classes in order; a plan's ``mesh_index`` points into this list.
     """
     out = []
-    for part in parts:
+    for class_index, part in enumerate(parts):
         if part.procedural is not None:
             if part.procedural != "turbine_blade":
                 raise MeshError(f"part '{part.name}': unknown procedural generator "
@@ -177,7 +275,13 @@ def prepare_part_meshes(parts: list, mesh_dir: Path | str) -> list[dict]:
             path = Path(mesh_dir) / f"{part.name}.stl"
             if not path.is_file():
                 write_stl(path, *turbine_blade())
+            files = [path]
         else:
-            path = validate_mesh(part.mesh)
-        out.append({"name": part.name, "path": str(Path(path).resolve()), "unit": part.unit})
+            files = part_mesh_files(part)
+        for variant, path in enumerate(files):
+            info = mesh_info(path)
+            if not info["has_uv"]:
+                log.debug("mesh %s has no UV map: fine, materials use object space", path)
+            out.append({"name": part.name, "class_index": class_index, "variant": variant,
+                        "path": str(Path(path).resolve()), "unit": part.unit})
     return out

@@ -85,7 +85,8 @@ def _dvc_call(what: str, fn, *args, **kwargs):
         dvc_log.setLevel(level)
 
 
-def _remote_config(remote_url: str, endpoint_url: str | None) -> dict[str, str]:
+def _remote_config(remote_url: str, endpoint_url: str | None,
+                   profile: str | None = None) -> dict[str, str]:
     if "://" not in remote_url:  # a local folder: absolute, so the repo can move cwd freely
         Path(remote_url).mkdir(parents=True, exist_ok=True)
         remote_url = str(Path(remote_url).resolve())
@@ -94,15 +95,20 @@ def _remote_config(remote_url: str, endpoint_url: str | None) -> dict[str, str]:
         if not remote_url.startswith("s3://"):
             raise VersioningError(f"endpoint_url is for s3:// remotes, not {remote_url}")
         conf["endpointurl"] = endpoint_url
+    if profile:
+        if not remote_url.startswith("s3://"):
+            raise VersioningError(f"an AWS profile is for s3:// remotes, not {remote_url}")
+        conf["profile"] = profile
     return conf
 
 
-def init_workspace(path: Path | str, *, remote_url: str,
-                   endpoint_url: str | None = None) -> Workspace:
+def init_workspace(path: Path | str, *, remote_url: str, endpoint_url: str | None = None,
+                   profile: str | None = None) -> Workspace:
     """Make ``path`` a git + DVC repo with a default remote; safe to call again.
 
     ``remote_url``: a local folder or ``s3://bucket/prefix``; ``endpoint_url``: S3-compatible
-    endpoint (MinIO, moto). Credentials come from the environment / AWS profile, never here.
+    endpoint (MinIO, moto); ``profile``: an AWS profile name. Credentials come from the
+    environment / AWS profile (or .dvc/config.local), never from here.
     """
     from dvc.repo import Repo
 
@@ -117,7 +123,7 @@ def init_workspace(path: Path | str, *, remote_url: str,
             _git(root, "config", "--local", key, value)
     if not (root / ".dvc").exists():
         _dvc_call("dvc init", Repo.init, str(root)).close()
-    remote = _remote_config(remote_url, endpoint_url)
+    remote = _remote_config(remote_url, endpoint_url, profile)
     with _dvc_repo(root) as repo:
         with repo.config.edit() as conf:
             conf["core"]["analytics"] = False
@@ -169,27 +175,34 @@ def pointer_md5(ws: Workspace) -> str:
 def commit_data(ws: Workspace, message: str, *, tag: str | None = None) -> str:
     """``dvc add data``, git-commit data.dvc (skipped when nothing changed), tag; -> data md5.
 
-    Re-running with the same data makes no commit and leaves the tag where it is; a tag name
-    that already points at another commit is moved to HEAD (the latest run of that step wins;
-    the older commit stays in history) with a warning.
+    Re-running with the same data makes no commit and leaves an existing tag where it is (the
+    pipeline re-runs its "datasets" step on every run: the tag must keep naming the first
+    version, not follow later label commits); a missing tag is put on HEAD. When this call
+    does commit new data under a tag name that points elsewhere, the tag moves to the new
+    commit (the latest run of that step wins; the older commit stays in history), with a
+    warning.
     """
     if not ws.data.is_dir():
         raise VersioningError(f"{ws.data} does not exist: nothing to version")
     with _dvc_repo(ws.root) as repo:
         _dvc_call("dvc add data", repo.add, str(ws.data))  # absolute: add resolves against CWD
     _git(ws.root, "add", POINTER, ".gitignore")
-    _commit_if_staged(ws.root, message)
+    committed = _commit_if_staged(ws.root, message)
     if tag:
-        _tag_head(ws.root, tag)
+        _tag_head(ws.root, tag, move=committed)
     return pointer_md5(ws)
 
 
-def _tag_head(root: Path, tag: str) -> None:
+def _tag_head(root: Path, tag: str, *, move: bool) -> None:
     head = _git(root, "rev-parse", "HEAD").stdout.strip()
     found = _git(root, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}",
                  check=False)
     if found.returncode == 0:
         if found.stdout.strip() == head:
+            return
+        if not move:
+            log.info("tag %s stays at %s: this run added no new data", tag,
+                     found.stdout.strip()[:10])
             return
         log.warning("moving tag %s from %s to %s", tag, found.stdout.strip()[:10], head[:10])
     _git(root, "tag", "--force", tag, head)

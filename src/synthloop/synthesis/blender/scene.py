@@ -1,8 +1,16 @@
-"""Build the floating scene once per worker, then mutate it for each image plan.
+"""Build the scene once per worker, then mutate it for each image plan.
 
-Object pass indices: parts 1..P in plan order, distractors 1001.. (``presets``); hidden slots
-are ``hide_render``. Mesh data is swapped per slot, so nothing is created per image and Cycles'
-persistent data keeps the BVH of everything that did not change.
+Object pass indices: parts 1..P in plan order, distractors/clutter 1001.., table and floor
+3000 (``presets``); unused slots are ``hide_render``. Mesh data is swapped per slot, so nothing
+is created per image and Cycles' persistent data keeps the BVH of everything that did not
+change. ``profile='blender_default'`` keeps Blender's own Cycles settings (the paper's way,
+for benchmarks); ``synthloop`` applies the quality preset.
+
+The world shader changes only when the HDRI file changes: Cycles rebuilds the environment's
+importance map (about a second at full resolution) whenever the world changes, so instead of
+rotating the HDRI the whole scene (camera, objects, lights: children of ``syn_root``) turns the
+other way, and instead of scaling its strength the film exposure scales the image (and point
+lights are divided by it). Both give the same image; shards come sorted by HDRI.
 """
 
 from __future__ import annotations
@@ -11,20 +19,23 @@ import glob
 import math
 import os
 
-import bpy  # isort: skip  (bmesh and mathutils only import after bpy)
-import bmesh
-import numpy as np
-from mathutils import Euler, Matrix, Quaternion, Vector
+import bpy  # isort: skip
+from mathutils import Euler, Quaternion, Vector
 
-from synthloop.synthesis.blender import materials as mat_lib
-from synthloop.synthesis.blender.presets import DISTRACTOR_INDEX_BASE, PART_INDEX_BASE
+from synthloop.synthesis.blender import imports, workbench
+from synthloop.synthesis.blender.materials import MaterialLibrary, assign
+from synthloop.synthesis.blender.presets import (DISTRACTOR_INDEX_BASE, PART_INDEX_BASE,
+                                                 QUALITY)
 
-AUTO_MM_DIAGONAL = 10.0  # same rule as synthloop.synthesis.meshes (kept bpy-side: no import)
-_IMPORTERS = {".stl": lambda p: bpy.ops.wm.stl_import(filepath=p),
-              ".obj": lambda p: bpy.ops.wm.obj_import(filepath=p),
-              ".ply": lambda p: bpy.ops.wm.ply_import(filepath=p),
-              ".glb": lambda p: bpy.ops.import_scene.gltf(filepath=p),
-              ".gltf": lambda p: bpy.ops.import_scene.gltf(filepath=p)}
+
+def _has_oidn() -> bool:
+    """OpenImageDenoise is in the PyPI bpy builds; a build without it renders undenoised."""
+    import _cycles
+
+    if getattr(_cycles, "with_openimagedenoise", False):
+        return True
+    print("synthloop-worker: this Blender has no OpenImageDenoise: denoising off", flush=True)
+    return False
 
 
 def configure_render(scene, job: dict) -> None:
@@ -32,20 +43,9 @@ def configure_render(scene, job: dict) -> None:
     cyc = scene.cycles
     cyc.device = "CPU"
     cyc.samples = int(job["samples"])
-    cyc.use_adaptive_sampling = True
-    cyc.adaptive_threshold = 0.05
-    cyc.use_denoising = bool(job["denoise"])
-    if job["denoise"]:  # OIDN defaults cost seconds per image on a CPU; FAST is enough here
-        cyc.denoiser = "OPENIMAGEDENOISE"
-        cyc.denoising_quality = "FAST"
-        cyc.denoising_prefilter = "FAST"
-    cyc.max_bounces, cyc.diffuse_bounces, cyc.glossy_bounces = 4, 2, 3
-    cyc.transmission_bounces, cyc.volume_bounces, cyc.transparent_max_bounces = 0, 0, 2
-    cyc.caustics_reflective = cyc.caustics_refractive = False
     r = scene.render
     r.resolution_x, r.resolution_y, r.resolution_percentage = job["width"], job["height"], 100
     r.film_transparent = True
-    r.use_persistent_data = True
     if job.get("threads"):
         r.threads_mode, r.threads = "FIXED", int(job["threads"])
     r.image_settings.file_format = "PNG"
@@ -53,6 +53,21 @@ def configure_render(scene, job: dict) -> None:
     r.image_settings.color_depth = "8"
     r.image_settings.compression = 15
     scene.view_layers[0].use_pass_object_index = True
+    cyc.use_denoising = bool(job["denoise"]) and _has_oidn()
+    if job.get("profile") == "blender_default":
+        return  # Blender's defaults: adaptive 0.01, 12 bounces, OIDN HIGH/ACCURATE, no persistence
+    q = QUALITY[job.get("quality", "default")]
+    cyc.use_adaptive_sampling = True
+    cyc.adaptive_threshold = q["adaptive_threshold"]
+    if job["denoise"]:  # the preset picks quality and prefilter (see presets.QUALITY)
+        cyc.denoiser = "OPENIMAGEDENOISE"
+        cyc.denoising_quality, cyc.denoising_prefilter = q["denoiser"]
+    (cyc.max_bounces, cyc.diffuse_bounces, cyc.glossy_bounces, cyc.transmission_bounces,
+     cyc.transparent_max_bounces) = q["bounces"]
+    cyc.volume_bounces = 0
+    cyc.caustics_reflective = cyc.caustics_refractive = False
+    cyc.use_light_tree = q["light_tree"]
+    r.use_persistent_data = True
 
 
 def setup_index_output(scene, tmp_dir: str) -> None:
@@ -72,14 +87,24 @@ def setup_index_output(scene, tmp_dir: str) -> None:
     nt.links.new(rl.outputs["IndexOB"], out.inputs[0])
 
 
-def setup_world(scene) -> dict:
+def hdri_files(job: dict) -> list[str]:
+    """The job's HDRIs, or Blender's bundled studio lights when it names none."""
+    if job.get("hdris"):
+        return list(job["hdris"])
+    folder = bpy.utils.system_resource("DATAFILES", path="studiolights/world")
+    files = sorted(glob.glob(os.path.join(folder, "*.exr")))
+    if not files:
+        raise RuntimeError(f"no studio-light HDRIs found in {folder}")
+    return files
+
+
+def setup_world(scene, job: dict) -> dict:
     world = bpy.data.worlds.new("syn_world")
     scene.world = world
     world.use_nodes = True
-    # the world importance map is rebuilt whenever HDRI, strength or rotation change: at the
-    # default 1024 that costs ~1.2 s an image on 2 cores, at 256 a few tens of ms
-    world.cycles.sampling_method = "MANUAL"  # AUTOMATIC ignores the resolution below
-    world.cycles.sample_map_resolution = 256
+    res = QUALITY.get(job.get("quality", "default"), {}).get("sample_map")
+    if res and job.get("profile") != "blender_default":
+        world.cycles.sampling_method, world.cycles.sample_map_resolution = "MANUAL", res
     nt = world.node_tree
     nt.nodes.clear()
     coord, mapping = nt.nodes.new("ShaderNodeTexCoord"), nt.nodes.new("ShaderNodeMapping")
@@ -89,98 +114,26 @@ def setup_world(scene) -> dict:
     nt.links.new(mapping.outputs["Vector"], env.inputs["Vector"])
     nt.links.new(env.outputs["Color"], bg.inputs["Color"])
     nt.links.new(bg.outputs["Background"], out.inputs["Surface"])
-    folder = bpy.utils.system_resource("DATAFILES", path="studiolights/world")
-    files = sorted(glob.glob(os.path.join(folder, "*.exr")))
-    if not files:
-        raise RuntimeError(f"no studio-light HDRIs found in {folder}")
-    images = [bpy.data.images.load(f, check_existing=True) for f in files]
-    return {"env": env, "mapping": mapping, "bg": bg, "images": images}
+    files = hdri_files(job)
+    # loaded lazily: a fresh-scene baseline should not pay for images it never shows
+    return {"env": env, "mapping": mapping, "bg": bg, "files": files, "images": {}}
 
 
-def _join_imported(objs, name: str) -> bpy.types.Mesh:
-    bm = bmesh.new()
-    for ob in objs:
-        me = ob.data.copy()
-        me.transform(ob.matrix_world)
-        bm.from_mesh(me)
-        bpy.data.meshes.remove(me)
-    mesh = bpy.data.meshes.new(name)
-    bm.to_mesh(mesh)
-    bm.free()
-    return mesh
-
-
-def import_part(spec: dict) -> tuple[bpy.types.Mesh, float]:
-    """Import one mesh file as recentred, metre-scaled mesh data; returns (mesh, scale)."""
-    before = set(bpy.data.objects)
-    ext = os.path.splitext(spec["path"])[1].lower()
-    _IMPORTERS[ext](spec["path"])
-    new = [o for o in bpy.data.objects if o not in before]
-    meshes = [o for o in new if o.type == "MESH" and len(o.data.vertices)]
-    if not meshes:
-        raise RuntimeError(f"mesh {spec['path']}: import produced no geometry")
-    mesh = _join_imported(meshes, f"part_{spec['name']}")
-    for ob in new:
-        bpy.data.objects.remove(ob, do_unlink=True)
-    co = np.empty(len(mesh.vertices) * 3, np.float32)
-    mesh.vertices.foreach_get("co", co)
-    co = co.reshape(-1, 3)
-    lo, hi = co.min(0), co.max(0)
-    diag = float(np.linalg.norm(hi - lo))
-    scale = {"m": 1.0, "mm": 0.001}.get(spec["unit"], 0.001 if diag > AUTO_MM_DIAGONAL else 1.0)
-    centre = (lo + hi) / 2
-    mesh.transform(Matrix.Diagonal((scale, scale, scale, 1.0)) @ Matrix.Translation(-Vector(centre)))
-    mesh.materials.clear()
-    mesh.materials.append(None)
-    mesh.shade_flat()
-    return mesh, scale
-
-
-def _torus(name: str) -> bpy.types.Mesh:
-    bm = bmesh.new()
-    major, minor, nu, nv = 0.35, 0.15, 24, 12
-    verts = [[bm.verts.new(((major + minor * math.cos(v)) * math.cos(u),
-                            (major + minor * math.cos(v)) * math.sin(u), minor * math.sin(v)))
-              for v in np.linspace(0, 2 * math.pi, nv, endpoint=False)]
-             for u in np.linspace(0, 2 * math.pi, nu, endpoint=False)]
-    for i in range(nu):
-        for j in range(nv):
-            bm.faces.new((verts[i][j], verts[(i + 1) % nu][j], verts[(i + 1) % nu][(j + 1) % nv],
-                          verts[i][(j + 1) % nv]))
-    mesh = bpy.data.meshes.new(name)
-    bm.to_mesh(mesh)
-    bm.free()
-    return mesh
-
-
-def distractor_meshes() -> dict[str, bpy.types.Mesh]:
-    """Unit-sized primitives (about 1 across) keyed by ``presets.DISTRACTOR_SHAPES``."""
-    out = {}
-    for shape in ("cube", "sphere", "cylinder", "cone", "plate"):
-        bm = bmesh.new()
-        if shape in ("cube", "plate"):
-            bmesh.ops.create_cube(bm, size=1.0)
-        elif shape == "sphere":
-            bmesh.ops.create_uvsphere(bm, u_segments=24, v_segments=12, radius=0.5)
-        else:
-            bmesh.ops.create_cone(bm, cap_ends=True, segments=24, radius1=0.5,
-                                  radius2=0.5 if shape == "cylinder" else 0.0, depth=1.0)
-        mesh = bpy.data.meshes.new(f"distractor_{shape}")
-        bm.to_mesh(mesh)
-        bm.free()
-        out[shape] = mesh
-    out["torus"] = _torus("distractor_torus")
-    for name, mesh in out.items():
-        mesh.materials.append(None)
-        (mesh.shade_flat if name in ("cube", "plate") else mesh.shade_smooth)()
-    return out
-
-
-def _slot_object(name: str, mesh, scene) -> bpy.types.Object:
+def _slot_object(name: str, mesh, scene, root) -> bpy.types.Object:
     ob = bpy.data.objects.new(name, mesh)
     scene.collection.objects.link(ob)
+    ob.parent = root
     ob.material_slots[0].link = "OBJECT"
     ob.rotation_mode = "QUATERNION"
+    ob.hide_render = True
+    return ob
+
+
+def _light_slot(i: int, scene, root) -> bpy.types.Object:
+    data = bpy.data.lights.new(f"syn_light_{i}", "POINT")
+    ob = bpy.data.objects.new(f"syn_light_{i}", data)
+    scene.collection.objects.link(ob)
+    ob.parent = root
     ob.hide_render = True
     return ob
 
@@ -191,56 +144,95 @@ def build(job: dict, tmp_dir: str) -> dict:
     scene = bpy.context.scene
     configure_render(scene, job)
     setup_index_output(scene, tmp_dir)
-    world = setup_world(scene)
     cam_data = bpy.data.cameras.new("syn_camera")
     cam_data.sensor_fit, cam_data.sensor_width = "AUTO", 36.0
     cam_data.clip_start, cam_data.clip_end = 0.005, 50.0
+    root = bpy.data.objects.new("syn_root", None)  # turns instead of the HDRI (see above)
+    scene.collection.objects.link(root)
     camera = bpy.data.objects.new("syn_camera", cam_data)
     scene.collection.objects.link(camera)
+    camera.parent = root
     scene.camera = camera
-    parts = [import_part(spec) for spec in job["meshes"]]
-    shapes = distractor_meshes()
-    n_parts = max([len(p["parts"]) for p in job["images"]] + [1])
-    n_dis = max([len(p["distractors"]) for p in job["images"]] + [0])
-    return {"scene": scene, "camera": camera, "world": world, "materials": mat_lib.build_all(),
-            "part_meshes": [m for m, _ in parts], "part_scales": [s for _, s in parts],
-            "shapes": shapes,
-            "part_slots": [_slot_object(f"part_{i}", parts[0][0], scene) for i in range(n_parts)],
-            "dis_slots": [_slot_object(f"distractor_{i}", shapes["cube"], scene)
-                          for i in range(n_dis)]}
+    part_meshes, scales = imports.import_parts(job["meshes"])
+    shapes = imports.shipped_meshes()
+    for i, path in enumerate(job.get("distractor_meshes", [])):
+        shapes[f"mesh:{i}"] = imports.import_distractor(path, i)
+    plans = [item["plan"] for item in job["images"]]
+    n_parts = max([len(p["parts"]) for p in plans] + [1])
+    n_dis = max([len(p["distractors"]) for p in plans] + [0])
+    n_lights = max([len(p.get("lights", [])) for p in plans] + [0])
+    h = {"scene": scene, "camera": camera, "root": root, "world": setup_world(scene, job),
+         "fixed_world": job.get("profile") != "blender_default",
+         "materials": MaterialLibrary(), "part_meshes": part_meshes, "part_scales": scales,
+         "shapes": shapes,
+         "part_slots": [_slot_object(f"part_{i}", part_meshes[0], scene, root)
+                        for i in range(n_parts)],
+         "dis_slots": [_slot_object(f"distractor_{i}", shapes["cube"], scene, root)
+                       for i in range(n_dis)],
+         "light_slots": [_light_slot(i, scene, root) for i in range(n_lights)]}
+    if job.get("scene") == "workbench":
+        h["workbench"] = workbench.build(scene, shapes, plans, root)
+    return h
 
 
-def _place(ob, item: dict, materials: dict, index: int) -> None:
+def _place(ob, item: dict, materials, index: int) -> None:
     ob.location = item["location"]
     ob.rotation_quaternion = Quaternion(item["rotation_quat"])
-    ob.material_slots[0].link = "OBJECT"
-    ob.material_slots[0].material = materials[item["material"]]
-    ob.color = (*item["color"], item["roughness"])
+    assign(ob, item, materials)
     ob.pass_index = index
     ob.hide_render = False
 
 
-def apply(h: dict, plan: dict) -> None:
-    """Mutate the scene to match one image plan (see ``synthloop.synthesis.plan``)."""
-    cam = plan["camera"]
+def _apply_camera(camera, cam: dict) -> None:
     el, az = math.radians(cam["elevation_deg"]), math.radians(cam["azimuth_deg"])
     target = Vector(cam["look_at"])
     offset = Vector((math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)))
-    camera = h["camera"]
     camera.location = target + cam["distance"] * offset
-    look = (target - camera.location).to_track_quat("-Z", "Y")
+    # straight down, "up" is undefined for to_track_quat: use +x of the azimuth instead
+    up = "Y" if abs(offset.z) < 0.999 else "X"
+    look = (target - camera.location).to_track_quat("-Z", up)
     camera.rotation_mode = "QUATERNION"
     camera.rotation_quaternion = look @ Quaternion((0, 0, 1), math.radians(cam["roll_deg"]))
     camera.data.lens = cam["focal_length_mm"]
+
+
+def _apply_lighting(h: dict, plan: dict) -> None:
     w = h["world"]
-    w["env"].image = w["images"][int(plan["hdri"]["pick"] * len(w["images"])) % len(w["images"])]
-    w["bg"].inputs["Strength"].default_value = plan["hdri"]["strength"]
-    w["mapping"].inputs["Rotation"].default_value = Euler(
-        (0.0, 0.0, math.radians(plan["hdri"]["rotation_deg"])))
+    path = w["files"][int(plan["hdri"]["pick"] * len(w["files"])) % len(w["files"])]
+    if path not in w["images"]:
+        w["images"][path] = bpy.data.images.load(path, check_existing=True)
+    if w["env"].image != w["images"][path]:
+        w["env"].image = w["images"][path]
+    strength, turn = plan["hdri"]["strength"], math.radians(plan["hdri"]["rotation_deg"])
+    if h["fixed_world"]:  # same image as strength/rotation, without touching the world
+        h["scene"].view_settings.exposure = math.log2(max(strength, 1e-6))
+        h["root"].rotation_euler = Euler((0.0, 0.0, turn))  # mapping rotates the lookup vector
+        light_scale = 1.0 / max(strength, 1e-6)
+    else:
+        w["bg"].inputs["Strength"].default_value = strength
+        w["mapping"].inputs["Rotation"].default_value = Euler((0.0, 0.0, turn))
+        light_scale = 1.0
+    lights = plan.get("lights", [])
+    for i, ob in enumerate(h["light_slots"]):
+        ob.hide_render = i >= len(lights)
+        if i < len(lights):
+            ob.location = lights[i]["location"]
+            ob.data.energy = lights[i]["power_w"] * light_scale
+            ob.data.color = lights[i]["color"]
+            ob.data.shadow_soft_size = lights[i]["radius"]
+
+
+def apply(h: dict, plan: dict) -> list[bool]:
+    """Mutate the scene to match one image plan (see ``synthloop.synthesis.plan``).
+
+    Returns per part whether it is in the scene (workbench: False if it fell off the table).
+    """
+    _apply_camera(h["camera"], plan["camera"])
+    _apply_lighting(h, plan)
     for i, ob in enumerate(h["part_slots"]):
         if i < len(plan["parts"]):
             item = plan["parts"][i]
-            ob.data = h["part_meshes"][item["class_index"]]
+            ob.data = h["part_meshes"][item.get("mesh_index", item["class_index"])]
             _place(ob, item, h["materials"], PART_INDEX_BASE + i)
         else:
             ob.hide_render = True
@@ -253,3 +245,7 @@ def apply(h: dict, plan: dict) -> None:
         else:
             ob.hide_render = True
     h["scene"].cycles.seed = plan["seed"]
+    if "workbench" not in h:
+        return [True] * len(plan["parts"])
+    workbench.apply(h["workbench"], plan["table"], h["materials"])
+    return workbench.settle(h["workbench"], h["part_slots"][:len(plan["parts"])], plan["table"])

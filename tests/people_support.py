@@ -1,0 +1,139 @@
+"""Helpers for the labelling and serving tests: tiny registered detectors, a tiny pool."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def register_tiny_models(cfg, folder: Path, count: int = 2) -> list[str]:
+    """``count`` small from-scratch detectors as registry versions with val_AP 0.1, 0.2, ...
+
+    ``box_score_thresh=0``: even untrained weights give boxes to pre-annotate with.
+    """
+    import mlflow
+    import torch
+    from mlflow import MlflowClient
+
+    from synthloop import tracking
+    from synthloop.config import DetectorConfig
+    from synthloop.detection import build_detector, save_checkpoint
+    from synthloop.gating.registry import register_version
+
+    tracking.setup(cfg)
+    det = DetectorConfig(min_size=64, max_size=96, box_score_thresh=0.0)
+    versions = []
+    for n in range(count):
+        torch.manual_seed(n)
+        ckpt = save_checkpoint(build_detector(cfg=det, num_classes=len(cfg.class_names)),
+                               Path(folder) / f"m{n}" / tracking.CHECKPOINT_NAME, cfg=det,
+                               num_classes=len(cfg.class_names),
+                               extra={"class_names": list(cfg.class_names)})
+        with mlflow.start_run() as run:
+            mlflow.log_metrics({"val_AP": 0.1 * (n + 1), "val_AP50": 0.3})
+            uri = tracking.log_detector(ckpt)
+        versions.append(register_version(MlflowClient(), cfg.registered_model_name, uri,
+                                         run.info.run_id, {"val_AP": 0.1 * (n + 1)}))
+    return versions
+
+
+def image_bytes(width: int = 80, height: int = 60, fmt: str = "JPEG", noise: bool = True,
+                seed: int = 0) -> bytes:
+    arr = (np.random.default_rng(seed).random((height, width, 3)) * 255 * noise).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def make_pool(cfg, count: int = 4, width: int = 96, height: int = 72) -> Path:
+    """``count`` images without boxes in <workspace>/data/pool (ids 1..count)."""
+    from synthloop.data.coco import CocoDataset, CocoImage, categories_for
+
+    folder = Path(cfg.workspace) / "data" / "pool"
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    images = []
+    for i in range(1, count + 1):
+        name = f"{i:06d}.jpg"
+        (folder / "images" / name).write_bytes(image_bytes(width, height, seed=i))
+        images.append(CocoImage(i, name, width, height))
+    CocoDataset(images, [], categories_for(list(cfg.class_names)), folder / "images").save(
+        folder / "annotations.json")
+    return folder
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def chromium_screenshot(url: str, out: Path, *, cookies: dict[str, str], wait_s: float = 10.0,
+                        size: tuple[int, int] = (1440, 900), chromium: str = "chromium") -> Path:
+    """Open ``url`` in headless Chromium with ``cookies`` set (DevTools protocol on loopback),
+    wait for the page to render, and save a PNG screenshot."""
+    import asyncio
+    import base64
+    import json
+    import subprocess
+    import tempfile
+    import time
+    import urllib.request
+    from urllib.parse import urlparse
+
+    import websockets
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
+                                 "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
+                                 "--remote-debugging-address=127.0.0.1",
+                                 f"--remote-debugging-port={port}",
+                                 f"--window-size={size[0]},{size[1]}", "about:blank"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline, targets = time.time() + 60, []
+            while time.time() < deadline and not targets:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
+                        targets = [t for t in json.load(r) if t.get("type") == "page"]
+                except OSError:
+                    time.sleep(0.3)
+            if not targets:
+                raise RuntimeError("chromium did not open its DevTools port")
+            host = urlparse(url).hostname
+
+            async def drive() -> bytes:
+                async with websockets.connect(targets[0]["webSocketDebuggerUrl"], max_size=2**26) as ws:
+                    ids = iter(range(1, 10_000))
+
+                    async def call(method: str, **params):
+                        n = next(ids)
+                        await ws.send(json.dumps({"id": n, "method": method, "params": params}))
+                        while True:
+                            msg = json.loads(await ws.recv())
+                            if msg.get("id") == n:
+                                return msg.get("result", {})
+
+                    await call("Network.enable")
+                    for name, value in cookies.items():
+                        await call("Network.setCookie", name=name, value=value, domain=host, path="/")
+                    await call("Page.enable")
+                    await call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1],
+                               deviceScaleFactor=1, mobile=False)
+                    await call("Page.navigate", url=url)
+                    await asyncio.sleep(wait_s)
+                    shot = await call("Page.captureScreenshot", format="png")
+                    return base64.b64decode(shot["data"])
+
+            png = asyncio.run(drive())
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(png)
+    return out
