@@ -74,7 +74,7 @@ def mlflow_shots(workspace: Path) -> None:
         gates = [r for r in runs if (r.info.run_name or "").startswith("gate-cycle-")]
         ids = json.dumps([r.info.run_id for r in reversed(cycles)])
         q = urllib.parse.urlencode({"runs": ids, "experiments": json.dumps([exp.experiment_id])})
-        shoot(f"{base}/#/compare-runs?{q}", OUT / "ct-mlflow-compare-cycles.png", size=(1600, 1400))
+        shoot(f"{base}/#/compare-runs?{q}", OUT / "ct-mlflow-compare-cycles.png", size=(1600, 2600))
         if gates:
             g = gates[0]
             shoot(f"{base}/#/experiments/{exp.experiment_id}/runs/{g.info.run_id}/artifacts/"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import uuid
 
 import pytest
 
@@ -27,15 +28,18 @@ def s3(monkeypatch):
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     client = boto3.client("s3", endpoint_url=endpoint)
-    client.create_bucket(Bucket="synthloop")
-    yield endpoint, client
+    # moto keeps its in-memory S3 per process, shared by every server instance: a bucket of
+    # this test's own keeps other tests' objects out of its listings.
+    bucket = f"synthloop-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    yield endpoint, client, bucket
     server.stop()
 
 
 def test_round_trip_clone_pull_and_an_old_revision(tmp_path, s3):
-    endpoint, client = s3
+    endpoint, client, bucket = s3
     cfg = load_config(DEMO_CONFIG, overrides=[
-        f"workspace={tmp_path / 'ws'}", "versioning.remote_url=s3://synthloop/team/demo",
+        f"workspace={tmp_path / 'ws'}", f"versioning.remote_url=s3://{bucket}/team/demo",
         f"versioning.s3_endpoint_url={endpoint}"])
     data = tmp_path / "ws" / "data"
     (data / "val").mkdir(parents=True)
@@ -47,10 +51,10 @@ def test_round_trip_clone_pull_and_an_old_revision(tmp_path, s3):
     (data / "val" / "annotations.json").write_text('{"v": 2}')
     v2 = commit_and_push(cfg, "cycle 1", tag="cycle-1")
     assert v1 != v2
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket="synthloop")["Contents"]]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
     assert keys and all(k.startswith("team/demo/") for k in keys)
     config = (cfg.workspace / ".dvc" / "config").read_text()
-    assert "s3://synthloop/team/demo" in config and "test" not in config  # no credentials
+    assert f"s3://{bucket}/team/demo" in config and "test" not in config  # no credentials
 
     clone = tmp_path / "clone"  # a fresh machine: git clone, then dvc pull from S3
     subprocess.run(["git", "clone", "--quiet", str(cfg.workspace), str(clone)], check=True)
@@ -64,9 +68,9 @@ def test_round_trip_clone_pull_and_an_old_revision(tmp_path, s3):
 
 
 def test_profile_goes_to_the_remote_config_not_keys(tmp_path, s3):
-    endpoint, _ = s3
+    endpoint, _, bucket = s3
     cfg = load_config(DEMO_CONFIG, overrides=[
-        f"workspace={tmp_path / 'ws'}", "versioning.remote_url=s3://synthloop/p",
+        f"workspace={tmp_path / 'ws'}", f"versioning.remote_url=s3://{bucket}/p",
         f"versioning.s3_endpoint_url={endpoint}", "versioning.s3_profile=camera-team"])
     workspace_repo(cfg)
     config = (cfg.workspace / ".dvc" / "config").read_text()

@@ -47,11 +47,32 @@ def version_data(cfg: PipelineConfig, message: str, tag: str) -> str:
 
 
 def prepare_data(cfg: PipelineConfig, runner: Runner = call) -> dict[str, DatasetRef]:
-    """Render (or find) the synthetic set, the validation set and the pool; version them."""
+    """Render (or find) the synthetic set, the validation set and the pool; version them.
+
+    The DVC commit is skipped when the three sets have the md5s it recorded last time (every
+    later change to data/ is committed by the stage that made it: label, ingest).
+    """
     refs = {name: runner(f"render-{name}", render.run, cfg, name)
             for name in ("synthetic", "val", "pool")}
-    runner("version-data", version_data, cfg, "datasets: synthetic, val, pool", "datasets")
+    record_path = Workspace.of(cfg).root / "state" / "datasets.json"
+    md5s = {name: ref.md5 for name, ref in refs.items()}
+    if read_record(record_path) != md5s:
+        runner("version-data", version_data, cfg, "datasets: synthetic, val, pool", "datasets")
+        write_record(record_path, md5s)
     return refs
+
+
+def finished_cycle(cfg: PipelineConfig, cycle: int) -> tuple[ModelRef, CycleSummary] | None:
+    """A cycle whose records are all written, as ``run_cycle`` would return it; else None."""
+    d = Workspace.of(cfg).cycle_dir(cycle)
+    cand, gate_rec, lab = (read_record(d / name) for name in
+                           ("candidate.json", "gate.json", "label.json"))
+    if not (cand and gate_rec and lab):
+        return None
+    model = ModelRef(**cand["model"])
+    return model, CycleSummary(cycle, int(lab["total"]), len(lab["new"]),
+                               dict(cand["eval"]["metrics"]), bool(gate_rec["promote"]),
+                               str(model.version), gate_rec["reason"])
 
 
 def cycle_run_id(cfg: PipelineConfig, cycle: int) -> str:
@@ -120,7 +141,9 @@ def _run_pipeline(cfg: PipelineConfig, *, runner: Runner, cycles: int | None,
     rows = [CycleSummary(0, 0, 0, dict(model.metrics), bool(rec.get("promote")),
                          str(model.version), rec.get("reason", ""))]
     for t in range(1, (cfg.active.cycles if cycles is None else cycles) + 1):
-        model, row = run_cycle(cfg, t, previous=model, data=data, runner=runner, progress=progress)
+        done = finished_cycle(cfg, t)  # finished cycles are not re-entered stage by stage
+        model, row = done or run_cycle(cfg, t, previous=model, data=data, runner=runner,
+                                       progress=progress)
         rows.append(row)
     return rows
 
