@@ -32,12 +32,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def shoot(url: str, out: Path, *, size=(1600, 1000), budget_ms: int = 20000) -> Path:
+def shoot(url: str, out: Path, *, size=(1600, 1000), budget_ms: int = 20000,
+          keep_height: int | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
                     "--hide-scrollbars", f"--window-size={size[0]},{size[1]}",
                     f"--virtual-time-budget={budget_ms}", f"--screenshot={out}", url],
                    check=True, capture_output=True, timeout=180)
+    if keep_height:  # a tall window renders the whole page; keep the part with content
+        from PIL import Image
+
+        Image.open(out).crop((0, 0, size[0], keep_height)).save(out, optimize=True)
     print("wrote", out)
     return out
 
@@ -74,7 +79,8 @@ def mlflow_shots(workspace: Path) -> None:
         gates = [r for r in runs if (r.info.run_name or "").startswith("gate-cycle-")]
         ids = json.dumps([r.info.run_id for r in reversed(cycles)])
         q = urllib.parse.urlencode({"runs": ids, "experiments": json.dumps([exp.experiment_id])})
-        shoot(f"{base}/#/compare-runs?{q}", OUT / "ct-mlflow-compare-cycles.png", size=(1600, 2600))
+        shoot(f"{base}/#/compare-runs?{q}", OUT / "ct-mlflow-compare-cycles.png", size=(1600, 2600),
+              keep_height=1830)
         if gates:
             g = gates[0]
             shoot(f"{base}/#/experiments/{exp.experiment_id}/runs/{g.info.run_id}/artifacts/"
