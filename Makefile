@@ -41,7 +41,7 @@ $(LABELSTUDIO_VENV)/.installed: constraints-labelstudio.txt
 bench-scaleout: setup
 	$(PY) benchmarks/scaleout_bench.py
 
-## demo: render, pretrain M0 and run DAL cycles as a Prefect flow (about 20-25 min on 2 cores)
+## demo: render, pretrain M0 and run DAL cycles as a Prefect flow (about 20 min on 2 cores)
 demo: setup
 	$(PY) flows/demo.py pipelines/demo.yaml
 
