@@ -134,26 +134,12 @@ def test_errors_name_the_command(tmp_path, ws):
 
 
 @pytest.mark.slow
-def test_push_to_s3_remote(tmp_path, monkeypatch):
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                       ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(key, value)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket="synthloop")
-        ws = init_workspace(tmp_path / "ws", remote_url="s3://synthloop/dvc",
-                            endpoint_url=endpoint)
-        assert "endpointurl" in (ws.root / ".dvc" / "config").read_text()
-        write_dataset(ws)
-        commit_data(ws, "v1")
-        assert push(ws) > 0
-        listed = s3.list_objects_v2(Bucket="synthloop", Prefix="dvc/")
-        assert listed["KeyCount"] > 0
-    finally:
-        server.stop()
+def test_push_to_s3_remote(tmp_path, moto_s3):
+    endpoint, s3, bucket = moto_s3
+    ws = init_workspace(tmp_path / "ws", remote_url=f"s3://{bucket}/dvc", endpoint_url=endpoint)
+    assert "endpointurl" in (ws.root / ".dvc" / "config").read_text()
+    write_dataset(ws)
+    commit_data(ws, "v1")
+    assert push(ws) > 0
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="dvc/")
+    assert listed["KeyCount"] > 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import uuid
 
 import pytest
 
@@ -17,23 +16,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                       ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(key, value)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint)
-    # moto keeps its in-memory S3 per process, shared by every server instance: a bucket of
-    # this test's own keeps other tests' objects out of its listings.
-    bucket = f"synthloop-{uuid.uuid4().hex[:8]}"
-    client.create_bucket(Bucket=bucket)
-    yield endpoint, client, bucket
-    server.stop()
+def s3(moto_s3):
+    return moto_s3
 
 
 def test_round_trip_clone_pull_and_an_old_revision(tmp_path, s3):

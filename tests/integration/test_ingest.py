@@ -97,29 +97,16 @@ def test_missing_source_is_an_error(cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_ingest_from_an_s3_prefix(cfg, monkeypatch):
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                       ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(key, value)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        s3 = boto3.client("s3", endpoint_url=endpoint)
-        s3.create_bucket(Bucket="camera")
-        s3.put_object(Bucket="camera", Key="line-3/2026/a.jpg", Body=jpeg(11))
-        s3.put_object(Bucket="camera", Key="line-3/2026/b.jpg", Body=jpeg(0))  # duplicate
-        s3.put_object(Bucket="camera", Key="line-3/2026/c.jpg", Body=b"garbage")
-        s3.put_object(Bucket="camera", Key="other-line/d.jpg", Body=jpeg(12))  # not our prefix
-        cfg = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={
-            "source": "s3://camera/line-3/", "s3_endpoint_url": endpoint})})
-        res = ingest.run(cfg)
-        assert len(res.added) == 1 and res.duplicates == 1
-        assert {k for k, _ in res.rejected} == {"s3://camera/line-3/2026/b.jpg",
-                                                "s3://camera/line-3/2026/c.jpg"}
-        assert ingest.run(cfg).added == ()
-    finally:
-        server.stop()
+def test_ingest_from_an_s3_prefix(cfg, moto_s3):
+    endpoint, s3, bucket = moto_s3
+    s3.put_object(Bucket=bucket, Key="line-3/2026/a.jpg", Body=jpeg(11))
+    s3.put_object(Bucket=bucket, Key="line-3/2026/b.jpg", Body=jpeg(0))  # duplicate
+    s3.put_object(Bucket=bucket, Key="line-3/2026/c.jpg", Body=b"garbage")
+    s3.put_object(Bucket=bucket, Key="other-line/d.jpg", Body=jpeg(12))  # not our prefix
+    cfg = cfg.model_copy(update={"ingest": cfg.ingest.model_copy(update={
+        "source": f"s3://{bucket}/line-3/", "s3_endpoint_url": endpoint})})
+    res = ingest.run(cfg)
+    assert len(res.added) == 1 and res.duplicates == 1
+    assert {k for k, _ in res.rejected} == {f"s3://{bucket}/line-3/2026/b.jpg",
+                                            f"s3://{bucket}/line-3/2026/c.jpg"}
+    assert ingest.run(cfg).added == ()
