@@ -142,7 +142,11 @@ class RenderConfig(Strict):
 
 
 class DetectorConfig(Strict):
-    backend: Literal["torchvision"] = "torchvision"
+    # mmdet: needs `make setup-mmdet`; the model comes from mmdet_config (architecture and
+    # anchor_sizes/aspect_ratios are torchvision's and are ignored; the rest maps onto it)
+    backend: Literal["torchvision", "mmdet"] = "torchvision"
+    # an mmdet 3.x config file, or a path inside mmdet's own configs (mmdet/.mim/configs)
+    mmdet_config: str = "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py"
     architecture: Literal["mobilenet_v3_fpn", "resnet18_fpn", "resnet50_fpn"] = "mobilenet_v3_fpn"
     min_size: int = Field(default=240, ge=32)
     max_size: int = Field(default=320, ge=32)

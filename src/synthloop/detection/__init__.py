@@ -13,7 +13,8 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "build_detector": "torchvision_backend",
+    "build_detector": "backends",
+    "open_scorer": "backends",
     "RoIHeadsWithProbs": "torchvision_backend",
     "ImageScores": "scoring",
     "predict": "scoring",

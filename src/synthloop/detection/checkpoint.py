@@ -59,7 +59,7 @@ def load_checkpoint(path: Path | str) -> nn.Module:
 
     The model's ``checkpoint_extra`` attribute holds the saved ``extra`` dict.
     """
-    from synthloop.detection.torchvision_backend import build_detector
+    from synthloop.detection.backends import build_detector
 
     ckpt = read_checkpoint(path)
     if "detector" not in ckpt or "num_classes" not in ckpt:

@@ -17,8 +17,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from synthloop.data.coco import CocoDataset
+from synthloop.detection.backends import open_scorer
 from synthloop.detection.datasets import load_image
-from synthloop.detection.torchvision_backend import with_prob_heads
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class ImageScores:
     boxes (N, 4) float32 [x1, y1, x2, y2] original pixels; labels (N,) int64 in 1..C;
     scores (N,) float32; probs (N, C+1) float32 softmax rows, background in column 0
     (``scores[i] == probs[i, labels[i]]``); feature (256,) float32, the finest FPN level
-    (backbone key '0': P2 for ResNet-FPN) averaged over the image's own (unpadded) area.
+    (backbone key '0': P2 for ResNet-FPN; mmdet: ``extract_feat(x)[0]``) averaged over the
+    image's own (unpadded) area. Both backends give this same layout.
     """
 
     image_id: int
@@ -96,20 +97,19 @@ def predict_with_probs_and_features(model: nn.Module,
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    with_prob_heads(model)
     device = _device_of(model)
     is_coco = isinstance(dataset_or_images, CocoDataset)
     total = len(dataset_or_images.images) if is_coco else len(dataset_or_images)
     was_training = model.training
     model.eval()
-    capture = _FeatureCapture(model)
+    score, close = open_scorer(model)  # the backend's one-pass forward (backends.py)
     out: list[ImageScores] = []
     try:
         with torch.inference_mode(), tqdm(total=total, disable=not progress, desc="score",
                                           unit="img") as bar:
             for ids, images in _batches(dataset_or_images, batch_size):
-                results = model([im.to(device) for im in images])
-                features = capture.features.float().cpu().numpy()
+                results, features = score([im.to(device) for im in images])
+                features = features.float().cpu().numpy()
                 for image_id, res, feature in zip(ids, results, features):
                     out.append(ImageScores(
                         image_id=int(image_id),
@@ -120,7 +120,7 @@ def predict_with_probs_and_features(model: nn.Module,
                         feature=feature.copy()))
                 bar.update(len(ids))
     finally:
-        capture.close()
+        close()
         model.train(was_training)
     return out
 
