@@ -18,6 +18,15 @@ import numpy as np
 from synthloop.io_utils import atomic_write_text
 
 
+def _int(value: Any) -> int:
+    """An integer field (640.0 from some tools is fine); 'one', '3' or 3.5 are errors."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"needs an integer, got {value!r}")
+    return int(value)
+
+
 class CocoError(ValueError):
     """A COCO file is malformed; the message names the file and every problem found."""
 
@@ -87,8 +96,11 @@ class CocoDataset:
                 problems.append(f"images[{i}] missing {sorted(missing)}")
                 continue
             meta = {k: v for k, v in im.items() if k not in _IMAGE_KEYS}
-            images.append(CocoImage(int(im["id"]), str(im["file_name"]), int(im["width"]),
-                                    int(im["height"]), meta))
+            try:
+                images.append(CocoImage(_int(im["id"]), str(im["file_name"]), _int(im["width"]),
+                                        _int(im["height"]), meta))
+            except (TypeError, ValueError) as exc:
+                problems.append(f"images[{i}] {exc}")
         anns = []
         for i, a in enumerate(raw["annotations"]):
             missing = {"id", "image_id", "category_id", "bbox"} - set(a) if isinstance(a, dict) else {"id"}
@@ -99,11 +111,15 @@ class CocoDataset:
             if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
                 problems.append(f"annotations[{i}] bbox must be [x, y, w, h]")
                 continue
-            x, y, w, h = (float(v) for v in bbox)
             meta = {k: v for k, v in a.items() if k not in _ANN_KEYS}
-            anns.append(CocoAnnotation(int(a["id"]), int(a["image_id"]), int(a["category_id"]),
-                                       (x, y, w, h), float(a.get("area", w * h)),
-                                       int(a.get("iscrowd", 0)), a.get("segmentation"), meta))
+            try:
+                x, y, w, h = (float(v) for v in bbox)
+                anns.append(CocoAnnotation(_int(a["id"]), _int(a["image_id"]),
+                                           _int(a["category_id"]), (x, y, w, h),
+                                           float(a.get("area", w * h)), _int(a.get("iscrowd", 0)),
+                                           a.get("segmentation"), meta))
+            except (TypeError, ValueError) as exc:
+                problems.append(f"annotations[{i}] {exc}")
         cats = [dict(c) for c in raw["categories"]]
         if problems:
             raise CocoError(f"{source}: " + "; ".join(problems))

@@ -34,9 +34,12 @@ class LabelImportError(ValueError):
 
     def __init__(self, source: str, problems: list[str]):
         self.source, self.problems = source, list(problems)
+        if len(self.problems) == 1:  # one line: the file, the verdict and the problem
+            super().__init__(f"{source}: rejected, nothing was imported: {self.problems[0]}")
+            return
         listing = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{source}: rejected, nothing was imported ({len(self.problems)} "
-                         f"problem{'s' if len(self.problems) != 1 else ''}):\n{listing}")
+                         f"problems):\n{listing}")
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from synthloop.data.coco import CocoDataset
+from synthloop.data.images import to_rgb
 from synthloop.detection.augment import build_augmentation
 
 
 def read_rgb(path: Path | str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
+    """(H, W, 3) uint8 RGB, upright (EXIF), 16-bit and CMYK photos converted (data/images.py)."""
     with Image.open(path) as im:
-        return np.array(im.convert("RGB"))  # a writable copy: torch.from_numpy needs one
+        return np.array(to_rgb(im))  # a writable copy: torch.from_numpy needs one
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from synthloop import faults
 from synthloop.data.coco import CocoDataset
 from synthloop.detection.backends import open_scorer
 from synthloop.detection.datasets import load_image
@@ -119,6 +120,7 @@ def predict_with_probs_and_features(model: nn.Module,
                         probs=res["probs"].float().cpu().numpy(),
                         feature=feature.copy()))
                 bar.update(len(ids))
+                faults.point("score.mid_pool")
     finally:
         close()
         model.train(was_training)

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from synthloop import faults
 from synthloop.config import TrainConfig
 from synthloop.data.coco import CocoDataset
 from synthloop.detection.checkpoint import read_checkpoint, save_checkpoint, write_payload
@@ -175,6 +176,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: 
             # undoing the warm-up.
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
         optimizer.step()
+        faults.point("train.mid_epoch")
         step += 1
         batches += 1
         for k, v in (("loss", loss), *losses.items()):

@@ -10,6 +10,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from synthloop import faults
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -24,6 +26,7 @@ def register_version(client: MlflowClient, name: str, model_uri: str, run_id: st
                                        "'champion' serves, 'challenger' is the last candidate")
     mv = client.create_model_version(name, model_uri, run_id=run_id,
                                      tags={k: str(v) for k, v in tags.items()})
+    faults.point("registry.register")  # a version exists; the stage has not recorded it
     return str(mv.version)
 
 
@@ -38,5 +41,6 @@ def get_alias_version(client: MlflowClient, name: str, alias: str) -> Any | None
 def apply_decision(client: MlflowClient, name: str, version: str, *, promote: bool) -> None:
     """Mark ``version`` challenger; move champion to it only when the gate said promote."""
     client.set_registered_model_alias(name, CHALLENGER, version)
+    faults.point("gate.alias_move")  # challenger moved, champion not yet
     if promote:
         client.set_registered_model_alias(name, CHAMPION, version)

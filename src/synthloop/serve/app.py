@@ -55,7 +55,9 @@ def decode_image(data: bytes, *, max_pixels: int) -> Any:
     if w * h > max_pixels:
         raise OverflowError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
     try:
-        rgb = img.convert("RGB")
+        from synthloop.data.images import to_rgb
+
+        rgb = to_rgb(img)  # upright (EXIF), 16-bit and CMYK photos converted
     except (OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"the image could not be decoded ({exc})") from None
     import numpy as np

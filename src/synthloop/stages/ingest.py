@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 
 from synthloop.config import IngestConfig, PipelineConfig
 from synthloop.data.coco import CocoDataset, CocoImage, categories_for
+from synthloop.data.images import upright_size
 from synthloop.io_utils import atomic_write_bytes
 from synthloop.stages.workspace import Workspace, read_record, write_record
 
@@ -54,7 +55,7 @@ def validate_image(data: bytes, cfg: IngestConfig) -> tuple[str | None, tuple[in
         return f"too large ({len(data)} bytes > {cfg.max_bytes})", (0, 0), ""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            fmt, size = im.format, im.size
+            fmt, size = im.format, upright_size(im)  # what people and the model see (EXIF)
             im.load()  # decodes every pixel: truncated files fail here
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         return f"not a decodable image ({type(exc).__name__})", (0, 0), ""

@@ -11,6 +11,7 @@ import logging
 import shutil
 from dataclasses import replace
 
+from synthloop import faults
 from synthloop.artifacts import DatasetRef, QueryBatch
 from synthloop.config import PipelineConfig
 from synthloop.data.coco import CocoDataset
@@ -38,7 +39,9 @@ def run(cfg: PipelineConfig, *, cycle: int, batch: QueryBatch) -> DatasetRef:
     folder = ws.dataset_dir("labeled")
     if read_record(record_path):
         return dataset_ref("labeled", folder)
-    have = labeled_ids(cfg)
+    # The labelled set before this cycle: a crash after the annotations were saved (before
+    # this record) must not make a rerun count this cycle's labels as old ones.
+    have = labeled_ids(cfg) - set(batch.new_label_ids)
     new = [i for i in batch.image_ids if i not in have]
     human: dict = {}
     if cfg.labeling.oracle == "simulated":
@@ -56,6 +59,7 @@ def run(cfg: PipelineConfig, *, cycle: int, batch: QueryBatch) -> DatasetRef:
             tmp = dst.with_name(f".{dst.name}.tmp")
             shutil.copyfile(answers.image_path(im), tmp)
             tmp.replace(dst)
+        faults.point("label.mid_write")  # some images copied, annotations not yet written
     labeled = union(CocoDataset.load(folder / ANNOTATIONS) if have else None,
                     answers.with_image_root(images))
     labeled.save(folder / ANNOTATIONS)

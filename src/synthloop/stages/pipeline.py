@@ -130,6 +130,7 @@ def run_pipeline(cfg: PipelineConfig, *, runner: Runner = call, cycles: int | No
     """
     with cycle_lock(Workspace.of(cfg).root / "state", trigger="pipeline",
                     wait_s=cfg.trigger.lock_wait_s):
+        Workspace.of(cfg).sweep_partial_files()  # a killed run's temp files (we hold the lock)
         return _run_pipeline(cfg, runner=runner, cycles=cycles, progress=progress)
 
 

@@ -11,7 +11,7 @@ import logging
 import numpy as np
 
 from synthloop import lineage, tracking
-from synthloop.artifacts import DatasetRef, ModelRef
+from synthloop.artifacts import DatasetRef, EvalResult, ModelRef
 from synthloop.config import PipelineConfig
 from synthloop.data.coco import CocoDataset
 from synthloop.stages import gate
@@ -39,16 +39,27 @@ def run(cfg: PipelineConfig, synthetic: DatasetRef, val: DatasetRef, *,
     if done:
         log.info("pretrain: already done (run %s), skipped", done["run_id"])
         return ModelRef(**done)
-    tracking.setup(cfg)
-    full = CocoDataset.load(synthetic.annotations, synthetic.image_root)
-    train_ds, holdout = split_holdout(full, fraction=HOLDOUT_FRACTION, seed=cfg.pretrain.seed)
-    ref, ev = train_evaluate_register(
-        cfg, run_name="pretrain", tags={"stage": "pretrain", "cycle": "0", "labels_used": "0",
-                                        **lineage.run_tags(cfg, cad=True, datasets={
-                                            "synthetic": synthetic, "val": val})},
-        train_ds=train_ds, stop_ds=holdout, val=val, train_cfg=cfg.pretrain,
-        init_checkpoint=None, checkpoint_dir=ws.checkpoint_dir("pretrain"),
-        extra_params={"synthetic.md5": synthetic.md5}, progress=progress)
+    # Trained and registered, but the gate did not finish (a crash during the alias move):
+    # gate the registered model; training and registering it again would orphan a version.
+    registered = read_record(ws.cycle_dir(0) / "candidate.json")
+    if registered:
+        ref, ev = ModelRef(**registered["model"]), EvalResult(**registered["eval"])
+    else:
+        tracking.setup(cfg)
+        full = CocoDataset.load(synthetic.annotations, synthetic.image_root)
+        train_ds, holdout = split_holdout(full, fraction=HOLDOUT_FRACTION, seed=cfg.pretrain.seed)
+        ref, ev = train_evaluate_register(
+            cfg, run_name="pretrain", tags={"stage": "pretrain", "cycle": "0", "labels_used": "0",
+                                            **lineage.run_tags(cfg, cad=True, datasets={
+                                                "synthetic": synthetic, "val": val})},
+            train_ds=train_ds, stop_ds=holdout, val=val, train_cfg=cfg.pretrain,
+            init_checkpoint=None, checkpoint_dir=ws.checkpoint_dir("pretrain"),
+            extra_params={"synthetic.md5": synthetic.md5}, progress=progress)
+        write_record(ws.cycle_dir(0) / "candidate.json", {
+            "model": {"run_id": ref.run_id, "uri": ref.uri, "version": ref.version,
+                      "metrics": ref.metrics},
+            "eval": {"metrics": ev.metrics, "dataset_md5": ev.dataset_md5,
+                     "num_images": ev.num_images}})
     gate.run(cfg, cycle=0, candidate=ref, candidate_eval=ev)
     write_record(record_path, {"run_id": ref.run_id, "uri": ref.uri, "version": ref.version,
                                "metrics": ref.metrics})

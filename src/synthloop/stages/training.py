@@ -45,12 +45,16 @@ def train_evaluate_register(cfg: PipelineConfig, *, run_name: str, tags: dict[st
     """Train (from ``init_checkpoint`` or from the configured weights), evaluate on ``val``."""
     from synthloop.detection import (build_detector, evaluate_predictions, load_checkpoint,
                                      predict_with_probs_and_features, save_checkpoint, train)
+    from synthloop.detection.training import seed_everything
     from synthloop.gating.predictions import predictions_path, save_predictions
 
     num_classes = len(cfg.class_names)
     if init_checkpoint is not None:
         model = load_checkpoint(init_checkpoint)
     else:
+        # New heads start from the training seed: a rerun after a crash (or a second machine)
+        # trains the same M0, so the query and the labelled set are reproducible too.
+        seed_everything(train_cfg.seed)
         model = build_detector(cfg=cfg.detector, num_classes=num_classes)
     val_ds = CocoDataset.load(val.annotations, val.image_root)
     client = MlflowClient()

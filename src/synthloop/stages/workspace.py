@@ -12,12 +12,20 @@ A workspace is its own git + DVC repository (separate from synthloop's source tr
 from __future__ import annotations
 
 import json
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from synthloop.config import PipelineConfig
 from synthloop.io_utils import atomic_write_text
+
+log = logging.getLogger(__name__)
+# What our atomic writes leave behind when killed between write and rename: io_utils
+# (``.<name>.<random>.tmp``), stage copies (``.<name>.tmp``), Blender workers (``<name>.tmp<pid>``).
+PARTIAL_FILE = re.compile(r"^\..+\.tmp$|\.tmp\d+(\.png)?$")
+SWEPT_FOLDERS = ("data", "oracle", "state", "checkpoints", "staging")
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,22 @@ class Workspace:
     @property
     def dvc_remote(self) -> Path:
         return self.root / "dvc-remote"
+
+    def partial_files(self) -> list[Path]:
+        """Temp files of writes that a crash interrupted (never a finished file's name)."""
+        return sorted(p for name in SWEPT_FOLDERS if (self.root / name).is_dir()
+                      for p in (self.root / name).rglob("*")
+                      if PARTIAL_FILE.search(p.name) and p.is_file())
+
+    def sweep_partial_files(self) -> int:
+        """Delete ``partial_files``; call only while holding the cycle lock (no writer runs)."""
+        found = self.partial_files()
+        for path in found:
+            path.unlink(missing_ok=True)
+        if found:
+            log.warning("removed %d partial files left by an interrupted run (e.g. %s)",
+                        len(found), found[0])
+        return len(found)
 
 
 def read_record(path: Path) -> dict[str, Any] | None:

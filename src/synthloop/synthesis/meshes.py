@@ -155,7 +155,35 @@ def _check_stl(path: Path, size: int) -> bool:
             raise MeshError(f"mesh {path}: STL has no triangles")
     elif b"facet" not in path.read_bytes()[:4096]:
         raise MeshError(f"mesh {path}: not a valid binary or ASCII STL")
+    check_solid(path, read_stl(path))
     return False  # STL carries no UVs
+
+
+def check_solid(path: Path, triangles: np.ndarray) -> None:
+    """A part must be a closed solid: nonzero volume, every edge shared by exactly two faces.
+
+    ``triangles``: (F, 3, 3) float in file units. A flat or zero-volume mesh renders as a
+    sliver with a degenerate box; an open (non-manifold) one breaks the physics drop and the
+    instance silhouette. STL repeats each vertex per face: they are welded first.
+    """
+    if len(triangles) == 0:
+        raise MeshError(f"mesh {path}: STL has no triangles")
+    extent = triangles.reshape(-1, 3).max(0) - triangles.reshape(-1, 3).min(0)
+    a, b, c = (triangles[:, i].astype(np.float64) for i in range(3))
+    volume = abs(float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum()) / 6.0)
+    if not np.all(np.isfinite(extent)) or volume <= 1e-9 * float(np.prod(np.maximum(extent, 1e-30))):
+        raise MeshError(f"mesh {path}: zero volume (extent {np.round(extent, 6).tolist()} "
+                        "in file units): a part must be a solid")
+    # CAD exporters write the same corner with float noise: weld on a 1e-6 * size grid
+    grid = np.round(triangles.reshape(-1, 3).astype(np.float64) / (1e-6 * float(extent.max())))
+    _, vid = np.unique(grid, axis=0, return_inverse=True)
+    tri = vid.reshape(-1, 3)
+    edges = np.sort(np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    bad = int((counts != 2).sum())
+    if bad:
+        raise MeshError(f"mesh {path}: not a closed solid ({bad} open or non-manifold edges "
+                        f"of {len(counts)}); repair it (e.g. Blender 3D-Print Toolbox)")
 
 
 def _check_obj(path: Path) -> bool:

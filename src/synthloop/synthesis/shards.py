@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 import synthloop
+from synthloop import faults
 from synthloop.data.coco import CocoAnnotation, CocoDataset, CocoImage, categories_for
 from synthloop.io_utils import atomic_write_bytes, atomic_write_text
 from synthloop.synthesis.blender.worker import is_done
@@ -157,6 +158,7 @@ def render_shard(job: ShardJob, *, on_image: Callable[[dict], None] | None = Non
 
     def finish(item: dict) -> None:
         records.append(finish_image(job, item))
+        faults.point("render.mid_shard")
         if on_image:
             on_image(records[-1])
 

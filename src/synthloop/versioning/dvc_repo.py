@@ -15,10 +15,13 @@ import hashlib
 import logging
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from synthloop import faults
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,10 @@ GIT_USER = ("synthloop", "synthloop@localhost")
 # the embedded remote, MLflow store and training scratch live in the workspace, not in git
 GITIGNORE_LINES = ("/dvc-remote/", "mlruns.db", "/mlruns/", "/mlartifacts/", "/checkpoints/",
                    "/staging/", "__pycache__/")
+
+
+RETRY_ATTEMPTS = 3  # push/pull tries before giving up (a remote outage)
+RETRY_BACKOFF_S = 1.0  # first pause; doubles after each failed try
 
 
 class VersioningError(RuntimeError):
@@ -186,6 +193,7 @@ def commit_data(ws: Workspace, message: str, *, tag: str | None = None) -> str:
         raise VersioningError(f"{ws.data} does not exist: nothing to version")
     with _dvc_repo(ws.root) as repo:
         _dvc_call("dvc add data", repo.add, str(ws.data))  # absolute: add resolves against CWD
+    faults.point("dvc.commit")  # data.dvc rewritten, not yet committed
     _git(ws.root, "add", POINTER, ".gitignore")
     committed = _commit_if_staged(ws.root, message)
     if tag:
@@ -213,16 +221,47 @@ def head_rev(ws: Workspace) -> str:
     return _git(ws.root, "rev-parse", "HEAD").stdout.strip()
 
 
-def push(ws: Workspace, *, jobs: int | None = None) -> int:
-    """Upload the cache of the current data.dvc to the default remote; -> files uploaded."""
-    with _dvc_repo(ws.root) as repo:
-        return int(_dvc_call("dvc push", repo.push, jobs=jobs) or 0)
+def _with_retries(what: str, ws: Workspace, fn, *, attempts: int, backoff_s: float):
+    """Run ``fn(repo)`` up to ``attempts`` times, sleeping backoff_s, 2*backoff_s, ... between.
+
+    A remote outage (S3 down, network gone) ends in one VersioningError that names the remote
+    and says the local data and commits are intact: nothing local is undone by a failed push.
+    """
+    t0 = time.monotonic()
+    for attempt in range(1, attempts + 1):
+        try:
+            with _dvc_repo(ws.root) as repo:
+                return fn(repo)
+        except Exception as exc:  # DVC/botocore/fsspec errors alike; config errors fail fast too
+            if attempt == attempts:
+                cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise VersioningError(
+                    f"`{what}` to remote {ws.remote_url} failed after {attempts} attempts over "
+                    f"{time.monotonic() - t0:.0f} s ({type(exc).__name__}: {cause}); the local "
+                    f"data, cache and git commits in {ws.root} are intact, rerun to retry"
+                ) from exc
+            delay = backoff_s * 2 ** (attempt - 1)
+            log.warning("%s failed (attempt %d/%d: %s); retrying in %.1f s", what, attempt,
+                        attempts, type(exc).__name__, delay)
+            time.sleep(delay)
 
 
-def pull(ws: Workspace, *, jobs: int | None = None) -> None:
-    """Fetch and check out ``data/`` as recorded in data.dvc (after a clone, or a lost cache)."""
-    with _dvc_repo(ws.root) as repo:
-        _dvc_call("dvc pull", repo.pull, jobs=jobs)
+def push(ws: Workspace, *, jobs: int | None = None, attempts: int = RETRY_ATTEMPTS,
+         backoff_s: float = RETRY_BACKOFF_S) -> int:
+    """Upload the cache of the current data.dvc to the default remote; -> files uploaded.
+
+    Bounded retries with exponential backoff (see ``_with_retries``)."""
+    return int(_with_retries("dvc push", ws, lambda repo: _dvc_call(
+        "dvc push", repo.push, jobs=jobs), attempts=attempts, backoff_s=backoff_s) or 0)
+
+
+def pull(ws: Workspace, *, jobs: int | None = None, attempts: int = RETRY_ATTEMPTS,
+         backoff_s: float = RETRY_BACKOFF_S) -> None:
+    """Fetch and check out ``data/`` as recorded in data.dvc (after a clone, or a lost cache).
+
+    Bounded retries with exponential backoff (see ``_with_retries``)."""
+    _with_retries("dvc pull", ws, lambda repo: _dvc_call("dvc pull", repo.pull, jobs=jobs),
+                  attempts=attempts, backoff_s=backoff_s)
 
 
 def read_at(ws: Workspace, relpath: str, rev: str) -> bytes:

@@ -8,6 +8,7 @@ S3 credentials: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` in the environme
 
 from __future__ import annotations
 
+from synthloop import faults
 from synthloop.config import PipelineConfig
 from synthloop.versioning import dvc_repo
 
@@ -24,6 +25,7 @@ def commit_and_push(cfg: PipelineConfig, message: str, *, tag: str | None = None
     """``dvc add data`` + git commit (+ tag), then push when ``versioning.push``; -> data md5."""
     repo = workspace_repo(cfg)
     md5 = dvc_repo.commit_data(repo, message, tag=tag)
+    faults.point("dvc.push")  # committed and tagged, not yet pushed
     if cfg.versioning.push:
         dvc_repo.push(repo)
     return md5

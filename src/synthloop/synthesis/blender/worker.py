@@ -26,9 +26,28 @@ import numpy as np
 
 def _atomic_write(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: leave no half-written temp file behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _require_complete_png(tmp: str, final: str) -> None:
+    """Blender does not fail when a full disk truncates its PNG: check for the IEND chunk."""
+    try:
+        with open(tmp, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(tmp) - 12))
+            complete = b"IEND" in fh.read()
+    except OSError:
+        complete = False
+    if not complete:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise OSError(f"Blender wrote no complete PNG for {final} (is the disk full?)")
 
 
 def is_done(out_dir: str, item: dict) -> bool:
@@ -159,6 +178,7 @@ def _render_one(h: dict, job: dict, item: dict, tmp_dir: str) -> dict:
         png = os.path.join(out_dir, stem + ".png")
         h["scene"].render.filepath = f"{png}.tmp{os.getpid()}.png"
         bpy.ops.render.render(write_still=True)
+        _require_complete_png(h["scene"].render.filepath, png)
         os.replace(h["scene"].render.filepath, png)
         clock.append(time.time())
         buf = io.BytesIO()
