@@ -7,10 +7,11 @@ Precedence: pipelines/<name>.yaml < overlays (later wins) < CLI overrides (``a.b
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
+                      model_validator)
 
 
 class ConfigError(ValueError):
@@ -132,6 +133,33 @@ class DomainConfig(Strict):
     sensor: SensorConfig = SensorConfig()
 
 
+class ImportedDomain(Strict):
+    """A labelled photo set imported instead of rendered: the pool or the validation set.
+
+    ``format``: ``yolo`` (``path`` holds images/ + labels/ and classes.txt or data.yaml) or
+    ``coco`` (``path`` is the json, or a folder with annotations.json + images/).
+    ``class_map`` renames source classes to part names, or drops them with ``null``; a source
+    class that is neither mapped nor a part name is an error. ``max_side`` downscales larger
+    photos (boxes follow). ``path`` resolves against the YAML file's folder.
+    """
+
+    format: Literal["yolo", "coco"]
+    path: Path
+    class_map: dict[str, str | None] = {}
+    max_side: int | None = Field(default=None, ge=32)
+
+
+def _domain_kind(value: Any) -> str:
+    if isinstance(value, ImportedDomain) or (isinstance(value, dict) and "path" in value):
+        return "import"
+    return "render"
+
+
+AnyDomain = Annotated[Union[Annotated[DomainConfig, Tag("render")],
+                            Annotated[ImportedDomain, Tag("import")]],
+                      Discriminator(_domain_kind)]
+
+
 class RenderConfig(Strict):
     """Where and how Blender runs: a separate interpreter that has ``bpy`` (numpy<2 pin)."""
 
@@ -147,12 +175,15 @@ class DetectorConfig(Strict):
     backend: Literal["torchvision", "mmdet"] = "torchvision"
     # an mmdet 3.x config file, or a path inside mmdet's own configs (mmdet/.mim/configs)
     mmdet_config: str = "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py"
-    architecture: Literal["mobilenet_v3_fpn", "resnet18_fpn", "resnet50_fpn"] = "mobilenet_v3_fpn"
+    # mobilenet_v3_hr_fpn: MobileNetV3-Large FPN with one more level at stride 8 (small parts)
+    architecture: Literal["mobilenet_v3_fpn", "mobilenet_v3_hr_fpn", "resnet18_fpn",
+                          "resnet50_fpn"] = "mobilenet_v3_fpn"
     min_size: int = Field(default=240, ge=32)
     max_size: int = Field(default=320, ge=32)
     weights: str | None = None  # None: from scratch; "DEFAULT": torchvision COCO; or a path/URL
     box_score_thresh: float = Field(default=0.05, ge=0.0, le=1.0)
     anchor_sizes: list[int] | None = None
+    aspect_ratios: list[float] = Field(default=[0.5, 1.0, 2.0], min_length=1)  # h / w
     # Training-time sampling sizes (torchvision's defaults). On a CPU the box head's cost is
     # proportional to box_batch_size_per_image: with 1-3 parts an image, 128 loses nothing.
     rpn_pre_nms_top_n_train: int = Field(default=2000, ge=1)
@@ -172,6 +203,9 @@ class TrainConfig(Strict):
     warmup_steps: int = Field(default=50, ge=0)
     patience: int = Field(default=3, ge=1)
     augment: str = "flip"
+    # Train on crop x crop patches at the scale the detector evaluates at (detection/datasets.py):
+    # small parts in large photos keep their size while a step costs a patch. None: whole images.
+    crop: int | None = Field(default=None, ge=32)
     seed: int = 0
     num_threads: int = Field(default=2, ge=1)
     eval_every_epochs: int = Field(default=1, ge=1)
@@ -286,13 +320,70 @@ class DaskConfig(Strict):
     score_chunk_size: int = Field(default=32, ge=1)  # pool images per scoring task
 
 
+class MultiCycleConfig(Strict):
+    strategy: Literal["random", "margin", "entropy", "least_confidence", "dbal", "coreset"] = "dbal"
+    k: int = Field(default=25, ge=1)
+    cycles: int = Field(default=8, ge=1)
+
+
+class ExperimentScale(Strict):
+    """What a ``--scale`` changes in the grid; unset fields keep the experiment's values."""
+
+    ks: list[int] | None = None
+    random_seeds: list[int] | None = None
+    strategies: list[str] | None = None
+    multi_cycle: MultiCycleConfig | None = None
+    finetune_steps: int | None = Field(default=None, ge=1)
+
+
+# CPU: fewer and smaller ks, 4 cycles; toy: a grid that runs in a minute (CI). Pipelines may
+# redefine them (experiment.scales.<name>) and add their own names.
+_BUILTIN_SCALES = {
+    "paper": ExperimentScale(),
+    "cpu": ExperimentScale(ks=[10, 25, 50], multi_cycle=MultiCycleConfig(k=10, cycles=4),
+                           finetune_steps=150),
+    "toy": ExperimentScale(ks=[2, 4], random_seeds=[1, 2], finetune_steps=2,
+                           multi_cycle=MultiCycleConfig(k=2, cycles=2)),
+}
+
+
+class ExperimentConfig(Strict):
+    """The paper's grid (``synthloop experiment``, experiments/harness.py): settings R and S+R,
+    strategies, k values, random seeds, and one multi-cycle run. ``finetune_steps``: a fixed
+    step budget a run (None: the pretrain/finetune sections' epochs)."""
+
+    settings: list[Literal["R", "S+R"]] = Field(default=["R", "S+R"], min_length=1)
+    strategies: list[Literal["random", "margin", "entropy", "least_confidence", "dbal",
+                             "coreset"]] = ["random", "margin", "dbal"]
+    real_only_strategies: list[Literal["random"]] = ["random"]
+    ks: list[int] = Field(default=[10, 25, 50, 100, 150, 200], min_length=1)
+    random_seeds: list[int] = Field(default=[1, 2, 3], min_length=1)
+    multi_cycle: MultiCycleConfig | None = MultiCycleConfig()
+    finetune_steps: int | None = Field(default=None, ge=1)
+    scales: dict[str, ExperimentScale] = {}
+
+    @model_validator(mode="after")
+    def _positive_ks(self) -> "ExperimentConfig":
+        if any(k < 1 for k in self.ks):
+            raise ValueError(f"ks must be positive, got {self.ks}")
+        return self
+
+    def at_scale(self, name: str) -> "ExperimentConfig":
+        """This grid with the named scale's changes applied (ValueError on an unknown name)."""
+        scales = {**_BUILTIN_SCALES, **self.scales}
+        if name not in scales:
+            raise ValueError(f"unknown experiment scale {name!r}; known: {', '.join(sorted(scales))}")
+        changes = {k: v for k, v in scales[name].model_dump(exclude_none=True).items()}
+        return ExperimentConfig.model_validate({**self.model_dump(), **changes})
+
+
 class PipelineConfig(Strict):
     name: str
     workspace: Path = Path("workspace/demo")
     parts: list[PartSpec]
     synthetic: DomainConfig
-    pool: DomainConfig
-    val: DomainConfig
+    pool: AnyDomain  # rendered (the demo's stand-in for photos) or imported photos
+    val: AnyDomain
     proxy_real: bool = True  # pool/val are a rendered stand-in for real photos (the demo)
     render: RenderConfig = RenderConfig()
     detector: DetectorConfig = DetectorConfig()
@@ -308,6 +399,7 @@ class PipelineConfig(Strict):
     labeling: LabelingConfig = LabelingConfig()
     serve: ServeConfig = ServeConfig()
     dask: DaskConfig = DaskConfig()
+    experiment: ExperimentConfig = ExperimentConfig()
 
     @property
     def class_names(self) -> list[str]:
@@ -359,7 +451,7 @@ def load_config(path: Path | str, *, overlays: list[Path | str] = (),
                 overrides: list[str] = ()) -> PipelineConfig:
     """Load a pipeline YAML, apply overlays then ``key.sub=value`` overrides, and validate.
 
-    Relative mesh paths resolve against the YAML file's folder.
+    Relative mesh paths and imported pool/val paths resolve against the YAML file's folder.
     """
     path = Path(path)
     tree = _read_yaml(path)
@@ -373,6 +465,10 @@ def load_config(path: Path | str, *, overlays: list[Path | str] = (),
     for part in tree.get("parts", []) or []:
         if isinstance(part, dict) and part.get("mesh") and not Path(part["mesh"]).is_absolute():
             part["mesh"] = str((path.parent / part["mesh"]).resolve())
+    for domain in ("pool", "val"):
+        section = tree.get(domain)
+        if isinstance(section, dict) and section.get("path") and not Path(section["path"]).is_absolute():
+            section["path"] = str((path.parent / section["path"]).resolve())
     try:
         return PipelineConfig.model_validate(tree)
     except ValidationError as exc:

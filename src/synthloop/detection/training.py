@@ -224,11 +224,14 @@ def train(model: nn.Module, train_ds: CocoDataset, *, cfg: TrainConfig, val_ds: 
         raise ValueError("train_ds has no images")
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.num_threads)
+    skip_resize = getattr(model.transform, "_skip_resize", False)
+    model.transform._skip_resize = cfg.crop is not None  # read in training mode only
     try:
         return _train(model, train_ds, cfg=cfg, val_ds=val_ds, checkpoint_dir=Path(checkpoint_dir),
                       progress=progress, on_epoch=on_epoch)
     finally:
         torch.set_num_threads(threads)
+        model.transform._skip_resize = skip_resize
 
 
 def _train(model: nn.Module, train_ds: CocoDataset, *, cfg: TrainConfig, val_ds: CocoDataset | None,
@@ -239,7 +242,11 @@ def _train(model: nn.Module, train_ds: CocoDataset, *, cfg: TrainConfig, val_ds:
     optimizer = make_optimizer(params, cfg)
     fingerprint = _fingerprint(model, train_ds, cfg)
     state = _try_resume(checkpoint_dir / LAST, model, optimizer, fingerprint)
-    data = DetectionDataset(train_ds, augment=cfg.augment, seed=cfg.seed)
+    resize = None
+    if cfg.crop is not None:  # patches come at evaluation scale: the detector must not resize
+        resize = (int(model.transform.min_size[0]), int(model.transform.max_size))
+    data = DetectionDataset(train_ds, augment=cfg.augment, seed=cfg.seed, crop=cfg.crop,
+                            resize=resize)
 
     while state.epoch < cfg.epochs and not state.stop_reason:
         started = time.monotonic()

@@ -1,10 +1,12 @@
-"""Stage: render a domain with Blender into the workspace and return its ``DatasetRef``.
+"""Stage: render (or import) a domain into the workspace and return its ``DatasetRef``.
 
 ``synthetic`` -> data/synthetic (training renders, with boxes).
 ``val``       -> data/val (the fixed validation set; in the demo a rendered proxy domain).
 ``pool``      -> data/pool (images only); its ground truth goes to oracle/pool.json, out of the
                  model's reach, for the simulated oracle. Real deployments ingest photos instead.
 Rerunning resumes: finished images are not rendered again.
+A pool or val section with a ``path`` (``ImportedDomain``) imports labelled photos instead
+(YOLO or COCO, class map applied); an imported pool keeps its boxes in oracle/ like a rendered one.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from synthloop.artifacts import DatasetRef
-from synthloop.config import PipelineConfig
+from synthloop.config import ImportedDomain, PipelineConfig
 from synthloop.data.coco import CocoDataset
 from synthloop.stages.workspace import Workspace
 from synthloop.versioning.dvc_repo import dataset_md5
@@ -41,6 +43,8 @@ def run(cfg: PipelineConfig, domain: Domain, *, progress: bool = True) -> Datase
     if (final / ANNOTATIONS).exists():
         log.info("render %s: already in %s, skipped", domain, final)
         return dataset_ref(domain, final)
+    if isinstance(domain_cfg, ImportedDomain):
+        return import_domain(cfg, domain, domain_cfg, progress=progress)
     if domain != "pool":
         if cfg.proxy_real and domain == "val":
             log.warning("validation set is a RENDERED PROXY of real photos (demo): "
@@ -55,6 +59,28 @@ def run(cfg: PipelineConfig, domain: Domain, *, progress: bool = True) -> Datase
     gt = render_domain(domain_cfg, cfg.parts, cfg.class_names, staging, render_cfg=cfg.render,
                        progress=progress)
     return ingest_pool(ws, gt)
+
+
+def import_domain(cfg: PipelineConfig, domain: Domain, source: ImportedDomain, *,
+                  progress: bool = True) -> DatasetRef:
+    """Import labelled photos as ``domain`` (class map applied, EXIF-rotated, downscaled)."""
+    from synthloop.data.importers import apply_class_map, describe, import_dataset, load_source
+
+    if domain == "synthetic":
+        raise ValueError("the synthetic set is rendered, not imported")
+    ws = Workspace.of(cfg)
+    raw = load_source(source.format, source.path)
+    mapped = apply_class_map(raw, cfg.class_names, source.class_map, source=str(source.path))
+    target = ws.dataset_dir(domain) if domain == "val" else ws.staging / "pool-import"
+    if target.exists() and domain != "val":
+        shutil.rmtree(target)  # a staging copy from a crashed import: make it again
+    written = import_dataset(mapped, target, max_side=source.max_side, progress=progress)
+    log.info("import %s from %s: %s", domain, source.path, describe(written))
+    if domain == "val":
+        return dataset_ref(domain, target)
+    ref = ingest_pool(ws, written)
+    shutil.rmtree(target, ignore_errors=True)
+    return ref
 
 
 def ingest_pool(ws: Workspace, gt: CocoDataset) -> DatasetRef:

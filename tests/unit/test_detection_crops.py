@@ -1,0 +1,90 @@
+"""Training on crops at evaluation scale, the high-resolution MobileNet FPN, anchor settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from synthloop.config import DetectorConfig, TrainConfig
+from synthloop.data.coco import CocoAnnotation, CocoDataset, CocoImage, categories_for
+from synthloop.detection import build_detector, train
+from synthloop.detection.datasets import DetectionDataset
+
+
+def _dataset(tmp_path, n=2, size=(400, 200)):
+    (tmp_path / "images").mkdir(parents=True)
+    images, anns = [], []
+    for i in range(1, n + 1):
+        Image.new("RGB", size, (90, 90, 90)).save(tmp_path / "images" / f"{i}.png")
+        images.append(CocoImage(i, f"{i}.png", *size))
+        anns.append(CocoAnnotation(i, i, 1, (100.0, 50.0, 20.0, 10.0), 200.0))
+    return CocoDataset(images, anns, categories_for(["part"]), tmp_path / "images")
+
+
+def test_crops_come_at_the_evaluation_scale(tmp_path):
+    ds = _dataset(tmp_path)
+    # the detector resizes a 400x200 image to 800x400 at evaluation (min_size 400, max 800)
+    data = DetectionDataset(ds, crop=128, resize=(400, 800), seed=3)
+    seen_box = False
+    for _ in range(20):
+        image, target = data[0]
+        assert tuple(image.shape) == (3, 128, 128)
+        if len(target["boxes"]):
+            x1, y1, x2, y2 = target["boxes"][0].tolist()
+            if min(x1, y1) <= 0 or x2 >= 128 or y2 >= 128:
+                continue  # cut by the crop's edge (kept when at least half is inside)
+            seen_box = True
+            assert (x2 - x1, y2 - y1) == pytest.approx((40.0, 20.0), abs=0.01)  # 2x, like eval
+    assert seen_box
+
+
+def test_crop_is_never_larger_than_the_image(tmp_path):
+    data = DetectionDataset(_dataset(tmp_path, size=(60, 40)), crop=512, resize=(40, 60))
+    image, _ = data[0]
+    assert tuple(image.shape) == (3, 40, 60)
+
+
+def test_crop_needs_the_detector_resize(tmp_path):
+    with pytest.raises(ValueError, match="crop needs resize"):
+        DetectionDataset(_dataset(tmp_path), crop=64)
+
+
+def test_training_with_crops_skips_the_resize_only_while_training(tmp_path):
+    ds = _dataset(tmp_path / "d")
+    model = build_detector(cfg=DetectorConfig(min_size=100, max_size=200), num_classes=1)
+    seen = []
+    real_forward = model.transform.forward
+
+    def spy(images, targets=None):
+        seen.append((tuple(images[0].shape), model.transform._skip_resize))
+        return real_forward(images, targets)
+
+    model.transform.forward = spy
+    train(model, ds, cfg=TrainConfig(epochs=1, batch_size=2, crop=64, warmup_steps=0),
+          val_ds=None, checkpoint_dir=tmp_path / "ck", progress=False)
+    assert seen and all(shape == (3, 64, 64) and skip for shape, skip in seen)
+    assert model.transform._skip_resize is False
+
+
+def test_high_resolution_mobilenet_has_stride_8_level_and_16px_anchors():
+    model = build_detector(cfg=DetectorConfig(architecture="mobilenet_v3_hr_fpn",
+                                              min_size=128, max_size=128), num_classes=2)
+    feats = model.backbone(torch.zeros(1, 3, 128, 128))
+    assert feats["0"].shape[-1] == 16  # stride 8
+    assert model.rpn.anchor_generator.sizes[0] == (16,)
+    model.eval()
+    with torch.no_grad():
+        out = model([torch.rand(3, 128, 128)])
+    assert out[0]["probs"].shape[1] == 3
+
+
+def test_aspect_ratios_and_anchor_sizes_from_config():
+    cfg = DetectorConfig(anchor_sizes=[16, 32], aspect_ratios=[0.25, 1.0, 4.0])
+    model = build_detector(cfg=cfg, num_classes=1)
+    gen = model.rpn.anchor_generator
+    assert gen.sizes[0] == (16, 32) and gen.aspect_ratios[0] == (0.25, 1.0, 4.0)
+    assert model.rpn.head.cls_logits.out_channels == 6
+    with pytest.raises(ValueError, match="must be positive"):
+        build_detector(cfg=DetectorConfig(aspect_ratios=[0.0]), num_classes=1)
+
