@@ -24,8 +24,11 @@ def register_version(client: MlflowClient, name: str, model_uri: str, run_id: st
     except MlflowException:
         client.create_registered_model(name, description="synthloop detector; alias "
                                        "'champion' serves, 'challenger' is the last candidate")
+    # An MLflow 3 logged model (models:/m-<id>): a tracking server accepts it as the source
+    # only with its model_id (the embedded SQLite store did not check).
+    model_id = model_uri[len("models:/"):] if model_uri.startswith("models:/m-") else None
     mv = client.create_model_version(name, model_uri, run_id=run_id,
-                                     tags={k: str(v) for k, v in tags.items()})
+                                     tags={k: str(v) for k, v in tags.items()}, model_id=model_id)
     faults.point("registry.register")  # a version exists; the stage has not recorded it
     return str(mv.version)
 
