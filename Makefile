@@ -37,6 +37,15 @@ $(LABELSTUDIO_VENV)/.installed: constraints-labelstudio.txt
 	$(LABELSTUDIO_VENV)/bin/python -m pip install -q -c constraints-labelstudio.txt "label-studio==1.23.2"
 	touch $@
 
+# MMDetection backend (detector.backend: mmdet): mmengine 0.10.7 + mmdet 3.3.0 + mmcv 2.1.0 with
+# compiled ops into .venv. PyPI has mmcv 2.1.0 only as source: the first run builds it (~15-35 min
+# on 2 cores) and caches the wheel under ~/.cache/synthloop/wheels; later runs take seconds.
+.PHONY: setup-mmdet
+setup-mmdet: $(VENV)/.installed-mmdet
+$(VENV)/.installed-mmdet: $(VENV)/.installed scripts/setup_mmdet.sh constraints-mmdet.txt
+	scripts/setup_mmdet.sh $(VENV)
+	touch $@
+
 ## bench-scaleout: render and scoring throughput with 1 vs 2 Dask workers (docs/benchmarks.md)
 bench-scaleout: setup
 	$(PY) benchmarks/scaleout_bench.py
