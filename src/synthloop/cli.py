@@ -132,6 +132,33 @@ def cycle(config: Path = ConfigOpt, cycles: int = typer.Option(1, help="How many
     print_report(cfg, rows, time.perf_counter() - t0)
 
 
+@app.command()
+def experiment(config: Path = ConfigOpt,
+               scale: str = typer.Option("cpu", help="paper | cpu | toy, or a name under "
+                                         "experiment.scales in the YAML: which grid to run."),
+               workspace: Optional[Path] = WorkspaceOpt, overlay: list[Path] = OverlayOpt,
+               set_: list[str] = SetOpt, verbose: bool = typer.Option(False, "--verbose", "-v")
+               ) -> None:
+    """The paper's grid: {R, S+R} x {random (seeds), margin, DBAL} x k, plus multi-cycle DBAL.
+
+    Every run fine-tunes, is evaluated on the real validation set and logged to MLflow; results
+    go to <workspace>/experiments/<scale>/ (results.json, table.md shaped like the paper's
+    Table A1, fig6.png, fig8.png). Reruns skip finished runs.
+    """
+    from synthloop.experiments.harness import Harness
+
+    _logging(verbose)
+    cfg = _load(config, overlay, set_, workspace)
+    try:
+        harness = Harness(cfg, scale=scale)
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    t0 = time.perf_counter()
+    harness.run()
+    typer.echo((harness.root / "table.md").read_text())
+    typer.echo(f"results, table and figures in {harness.root} ({time.perf_counter() - t0:.0f} s)")
+
 
 def _register_people_commands() -> None:
     from synthloop.cli_people import label_app, serve

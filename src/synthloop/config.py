@@ -206,6 +206,9 @@ class TrainConfig(Strict):
     # Train on crop x crop patches at the scale the detector evaluates at (detection/datasets.py):
     # small parts in large photos keep their size while a step costs a patch. None: whole images.
     crop: int | None = Field(default=None, ge=32)
+    # Also score the validation set after each evaluation, for the record only (val AP against
+    # training CPU time: benchmarks/bolts_recipe.py); never used to keep or stop a model.
+    monitor_val: bool = False
     seed: int = 0
     num_threads: int = Field(default=2, ge=1)
     eval_every_epochs: int = Field(default=1, ge=1)

@@ -34,7 +34,8 @@ LAST = "last.pt"
 BEST = "best.pt"
 WARMUP_START_FACTOR = 0.001
 # Budget and stopping knobs may change between a crash and its resume; these may not.
-_NOT_FINGERPRINTED = {"epochs", "max_minutes", "patience", "eval_every_epochs", "num_threads"}
+_NOT_FINGERPRINTED = {"epochs", "max_minutes", "patience", "eval_every_epochs", "num_threads",
+                      "monitor_val"}
 
 
 class NonFiniteLossError(RuntimeError):

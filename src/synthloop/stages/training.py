@@ -6,6 +6,7 @@ model; the model becomes a registry version tagged with its val AP and val-set m
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from synthloop.artifacts import DatasetRef, EvalResult, ModelRef
 from synthloop.config import PipelineConfig, TrainConfig
 from synthloop.data.coco import CocoDataset
 from synthloop.gating.registry import register_version
+from synthloop.io_utils import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +68,31 @@ def train_evaluate_register(cfg: PipelineConfig, *, run_name: str, tags: dict[st
                            "train.num_images": len(train_ds.images),
                            "val.md5": val.md5, **(extra_params or {})})
 
+        cpu = {"start": time.process_time(), "monitor": 0.0}
+        monitor: list[dict[str, float]] = []
+
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             # epoch_loss* are training losses; epoch_AP* score the early-stopping set
             # (a held-out slice of the renders), never the validation set.
             mlflow.log_metrics({f"epoch_{k}": float(v) for k, v in metrics.items()
                                 if isinstance(v, (int, float))}, step=epoch)
+            if train_cfg.monitor_val and "AP" in metrics:
+                # For the record only (val AP against training CPU time); selection and
+                # stopping never see it. Its own evaluation time is not counted.
+                from synthloop.detection import evaluate
+
+                train_cpu = time.process_time() - cpu["start"] - cpu["monitor"]
+                t = time.process_time()
+                val_m = evaluate(model, val_ds, batch_size=cfg.active.batch_size, progress=False)
+                cpu["monitor"] += time.process_time() - t
+                row = {"epoch": epoch, "step": metrics.get("step", 0.0),
+                       "train_cpu_seconds": train_cpu, "train_seconds": metrics.get("seconds", 0.0),
+                       **{f"val_{k}": v for k, v in val_m.items()}}
+                monitor.append(row)
+                mlflow.log_metrics({f"monitor_{k}": float(v) for k, v in row.items()}, step=epoch)
+                atomic_write_text(checkpoint_dir / "monitor.json", json.dumps(monitor, indent=1))
+                log.info("%s epoch %d: monitor val AP50 %.3f after %.1f CPU min", run_name, epoch,
+                         val_m["AP50"], train_cpu / 60)
             log.info("%s epoch %d: loss %.3f%s", run_name, epoch, metrics.get("loss", float("nan")),
                      f", early-stopping set AP50 {metrics['AP50']:.3f}" if "AP50" in metrics else "")
 

@@ -1,0 +1,1 @@
+"""The paper's experiment grid (``synthloop experiment``) and its report."""
