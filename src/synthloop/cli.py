@@ -181,7 +181,10 @@ _register_continuous_training_commands()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        # Outside standalone mode click hands typer.Exit(n) back as a return value.
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         # Bad input and failed preconditions end with one clear line, not a traceback
         # (set SYNTHLOOP_DEBUG=1 for the traceback).
