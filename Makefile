@@ -9,7 +9,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export MLFLOW_ENABLE_ASYNC_LOGGING := false
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: setup demo demo-local test test-fast bench lint clean labelstudio bench-scaleout
+.PHONY: setup demo demo-local test test-fast test-faults bench lint clean labelstudio bench-scaleout
 
 setup: $(VENV)/.installed $(RENDER_VENV)/.installed
 
@@ -67,6 +67,10 @@ test: setup labelstudio setup-mmdet
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not render and not e2e"
+
+## test-faults: kill/outage/bad-input suite; rewrites docs/reliability.md when it all passes
+test-faults: setup
+	SYNTHLOOP_RELIABILITY_DOC=$(CURDIR)/docs/reliability.md $(PY) -m pytest -q tests/faults
 
 clean:
 	rm -rf workspace .prefect .pytest_cache
