@@ -123,6 +123,25 @@ def test_mmdet_checkpoint_round_trip(tmp_path: Path):
     np.testing.assert_allclose(a.feature, b.feature, atol=1e-6)
 
 
+@pytest.mark.mmdet
+@pytest.mark.slow
+def test_backbone_learns_from_scratch_and_keeps_frozen_stem_when_pretrained(tmp_path: Path):
+    model = mmdet_model(num_classes=2)
+    backbone = model.detector.backbone
+    assert backbone.conv1.weight.requires_grad and backbone.norm_eval is False  # from scratch
+    # a checkpoint of a model first built on pretrained weights (the config's frozen_stages=1,
+    # norm_eval=True) must come back with them, although load_checkpoint builds with weights=None
+    pretrained_cfg = model.detector_cfg.model_copy(update={"weights": "zoo.pth"})
+    path = save_checkpoint(model, tmp_path / "p.pt", cfg=pretrained_cfg, num_classes=2)
+    loaded = load_checkpoint(path)
+    backbone = loaded.detector.backbone
+    assert backbone.norm_eval is True and backbone.frozen_stages == 1
+    assert not backbone.conv1.weight.requires_grad and not backbone.layer1[0].conv1.weight.requires_grad
+    assert backbone.layer2[0].conv1.weight.requires_grad
+    loaded.train()
+    assert not backbone.norm1.training  # BN kept in eval mode while training
+
+
 def _mmengine_style_checkpoint(path: Path, state: dict) -> None:
     """What mmengine's Runner writes (a model-zoo .pth): meta, state_dict, and a message hub
     whose HistoryBuffers hold numpy arrays."""

@@ -92,14 +92,24 @@ def model_config(cfg: DetectorConfig, num_classes: int):
         train_cfg.rcnn.sampler.num = cfg.box_batch_size_per_image
     backbone = model.get("backbone", {})
     if cfg.weights != "DEFAULT":
-        # No ImageNet download: from scratch (or weights loaded afterwards). From scratch the
-        # BatchNorm statistics and the stem must learn, as torchvision does without weights.
-        backbone["init_cfg"] = None
-        if "norm_eval" in backbone:
-            backbone["norm_eval"] = False
-        if "frozen_stages" in backbone:
-            backbone["frozen_stages"] = -1
+        backbone["init_cfg"] = None  # no ImageNet download: from scratch, or weights loaded later
     return model
+
+
+def set_backbone_mode(detector: nn.Module, model_cfg, *, pretrained: bool) -> None:
+    """From scratch, BatchNorm statistics and the stem must learn (torchvision does the same
+    without weights); from pretrained weights, the config's ``norm_eval``/``frozen_stages`` hold.
+    Parameters are the same either way: only ``requires_grad`` and BN's mode differ."""
+    backbone, spec = detector.backbone, model_cfg.get("backbone", {})
+    if hasattr(backbone, "norm_eval"):
+        backbone.norm_eval = bool(spec.get("norm_eval", False)) if pretrained else False
+    if hasattr(backbone, "frozen_stages"):
+        backbone.frozen_stages = int(spec.get("frozen_stages", -1)) if pretrained else -1
+        for param in backbone.parameters():
+            param.requires_grad = True
+        if hasattr(backbone, "_freeze_stages"):
+            backbone._freeze_stages()
+    backbone.train(backbone.training)
 
 
 class ProbsBBoxHeadMixin:
@@ -199,12 +209,25 @@ class MMDetDetector(nn.Module):
     images are resized here exactly as torchvision resizes them.
     """
 
-    def __init__(self, detector: nn.Module, *, cfg: DetectorConfig, num_classes: int) -> None:
+    def __init__(self, detector: nn.Module, *, cfg: DetectorConfig, num_classes: int,
+                 model_cfg) -> None:
         super().__init__()
         self.detector = with_prob_bbox_head(detector)
-        self.detector_cfg = cfg
+        self.model_cfg = model_cfg  # the mmengine ConfigDict it was built from
         self.num_classes = num_classes
         self.transform = TorchvisionLikeResize(cfg.min_size, cfg.max_size)
+        self.detector_cfg = cfg
+
+    @property
+    def detector_cfg(self) -> DetectorConfig:
+        return self._detector_cfg
+
+    @detector_cfg.setter
+    def detector_cfg(self, cfg: DetectorConfig) -> None:
+        # load_checkpoint builds with weights=None, then sets the saved config: a model first
+        # built on pretrained weights must fine-tune with its frozen stem and BN again.
+        self._detector_cfg = cfg
+        set_backbone_mode(self.detector, self.model_cfg, pretrained=cfg.weights is not None)
 
     def _samples(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None):
         from mmdet.structures import DetDataSample
@@ -293,9 +316,10 @@ def build_mmdet_detector(*, cfg: DetectorConfig, num_classes: int) -> MMDetDetec
     require_mmdet()
     from mmdet.registry import MODELS
 
-    detector = MODELS.build(model_config(cfg, num_classes))
+    spec = model_config(cfg, num_classes)
+    detector = MODELS.build(spec)
     _quiet_init_weights(detector)
-    model = MMDetDetector(detector, cfg=cfg, num_classes=num_classes)
+    model = MMDetDetector(detector, cfg=cfg, num_classes=num_classes, model_cfg=spec)
     if cfg.weights not in (None, "DEFAULT"):
         from synthloop.detection.mmdet_weights import load_weights_into
 
