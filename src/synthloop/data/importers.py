@@ -69,13 +69,13 @@ def _image_size(path: Path) -> tuple[int, int]:
     """(width, height) after EXIF rotation, without decoding the pixels."""
     from PIL import Image
 
+    from synthloop.data.images import upright_size
+
     try:
         with Image.open(path) as im:
-            w, h = im.size
-            orientation = im.getexif().get(0x0112, 1)
+            return upright_size(im)
     except Exception as exc:  # PIL raises many types for broken files
         raise DatasetImportError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc})") from None
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 def _yolo_line_box(values: list[float], width: int, height: int) -> tuple[float, float, float, float]:
@@ -209,8 +209,10 @@ def import_dataset(ds: CocoDataset, dest: Path | str, *, max_side: int | None = 
     ``max_side`` downscales larger images (boxes scaled with them). Written into a temporary
     sibling folder and renamed into place, so ``dest`` is complete or absent.
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
     from tqdm import tqdm
+
+    from synthloop.data.images import to_rgb
 
     dest = Path(dest)
     if dest.exists():
@@ -225,10 +227,7 @@ def import_dataset(ds: CocoDataset, dest: Path | str, *, max_side: int | None = 
             src = ds.image_path(im)
             try:
                 with Image.open(src) as pil:
-                    pil = ImageOps.exif_transpose(pil)
-                    if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
-                        pil = pil.point(lambda v: v / 256).convert("L")
-                    pil = pil.convert("RGB")
+                    pil = to_rgb(pil)  # upright, 8-bit RGB (16-bit keeps its top 8 bits)
                     if pil.size != (im.width, im.height):
                         problems.append(f"{src}: {pil.size[0]}x{pil.size[1]} on disk, "
                                         f"{im.width}x{im.height} in the annotations")
