@@ -263,7 +263,9 @@ class Harness:
             if done and ck.exists():
                 res = done
             else:
-                picked, sel_s = self._select(spec, model_path, set(labeled), f"{spec.key}")
+                # cycle 1 scores with M0_S, like the single-cycle runs: reuse their scores
+                score_name = "m0_s" if model_path == self.m0_path else spec.key
+                picked, sel_s = self._select(spec, model_path, set(labeled), score_name)
                 new = [i for i in picked if i not in labeled]
                 labeled = labeled + new
                 metrics, seconds, steps = self._finetune(spec, model_path, labeled, ck)
