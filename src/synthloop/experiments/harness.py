@@ -308,6 +308,7 @@ class Harness:
                    "experiment": self.exp.model_dump(mode="json"),
                    "m0_s": getattr(self, "m0_metrics", None),
                    "val_images": len(self.val.images), "pool_images": len(self.pool_ids),
+                   "proxy_real": self.cfg.proxy_real,
                    "detector": self.cfg.detector.model_dump(mode="json"),
                    "single": [asdict(r) for r in single], "multi": [asdict(r) for r in multi],
                    "wall_seconds_this_call": time.monotonic() - started}

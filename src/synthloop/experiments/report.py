@@ -138,7 +138,10 @@ def write_report(summary: dict[str, Any], folder: Path) -> list[Path]:
     folder = Path(folder)
     files = []
     text = [f"# Experiment: {summary['pipeline']} at scale `{summary['scale']}`", "",
-            f"Validation: {summary['val_images']} real images (never trained on); pool: "
+            f"Validation: {summary['val_images']} "
+            + ("RENDERED images standing in for real photos (the demo's proxy domain)"
+               if summary.get("proxy_real") else "real images")
+            + f" (never trained on); pool: "
             f"{summary['pool_images']} images. Detector: {summary['detector']['architecture']} "
             f"at {summary['detector']['min_size']}/{summary['detector']['max_size']}.", "",
             "## COCO AP@[.5:.95] (Table A1 shape)", "", table_markdown(summary, "AP"), "",
