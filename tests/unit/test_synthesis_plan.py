@@ -59,14 +59,18 @@ def test_shipped_pipelines_plan(name, request):
     if name == "bolts":
         request.getfixturevalue("shared_data")  # its meshes live in ../shared/data
 
+    from synthloop.config import DomainConfig, ImportedDomain
+
     cfg = load_config(ROOT / "pipelines" / f"{name}.yaml")
-    for domain in (cfg.synthetic, cfg.pool, cfg.val):
+    for domain in (d for d in (cfg.synthetic, cfg.pool, cfg.val) if isinstance(d, DomainConfig)):
         plans = plan_scenes(domain.model_copy(update={"num_images": 2}), cfg.parts)
         assert len(plans) == 2 and plans[0]["scene"] == domain.scene
     if name == "bolts":  # glob variants: 4 bolts and 2 washers, in millimetres
         assert [len(p["parts"]) >= 15 for p in plans] == [True, True]
         assert {q["mesh_index"] for p in plans for q in p["parts"]} <= set(range(6))
         assert cfg.class_names == ["Bolt", "Washer"] and cfg.synthetic.width == 960
+        for real in (cfg.pool, cfg.val):  # the real photos, imported with bottles dropped
+            assert isinstance(real, ImportedDomain) and real.class_map == {"Bottle": None}
     if name == "paper":
         s = cfg.synthetic
         assert (s.width, s.height, s.scene, s.distractors.max) == (640, 360, "floating", 3)
