@@ -4,3 +4,28 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "pipelines" / "demo.yaml"
+
+
+def write_toy_pipeline(folder: Path, *, sizes: tuple[int, int, int] = (16, 10, 5),
+                       shard_size: int = 8, update: dict | None = None,
+                       replace: dict | None = None, name: str = "toy.yaml") -> Path:
+    """pipelines/demo.yaml at toy size (96x72 renders, 1 spp, one cycle of k=3), written to
+    ``folder/name``. ``update`` merges keys into sections; ``replace`` swaps whole sections."""
+    import yaml
+
+    cfg = yaml.safe_load(DEMO_CONFIG.read_text())
+    cfg["workspace"] = str(folder / "ws")
+    for domain, n in zip(("synthetic", "pool", "val"), sizes):
+        cfg[domain].update(num_images=n, width=96, height=72, samples=1)
+    cfg["render"] = {"shard_size": shard_size}
+    cfg["detector"] = {"architecture": "mobilenet_v3_fpn", "min_size": 72, "max_size": 96}
+    cfg["pretrain"].update(epochs=2, max_minutes=1, batch_size=4, warmup_steps=2)
+    cfg["finetune"].update(epochs=1, batch_size=2, warmup_steps=1)
+    cfg["active"].update(k=3, cycles=1)
+    for section, values in (update or {}).items():
+        cfg.setdefault(section, {}).update(values)
+    cfg.update(replace or {})
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path

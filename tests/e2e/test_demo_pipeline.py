@@ -13,25 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from tests_support import write_toy_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.render]
 
 
 def toy_config(tmp_path: Path) -> Path:
-    cfg = yaml.safe_load((ROOT / "pipelines" / "demo.yaml").read_text())
-    cfg["workspace"] = str(tmp_path / "ws")
-    for domain, n in (("synthetic", 16), ("pool", 10), ("val", 5)):
-        cfg[domain].update(num_images=n, width=96, height=72, samples=1)
-    cfg["render"] = {"shard_size": 8}
-    cfg["detector"] = {"architecture": "mobilenet_v3_fpn", "min_size": 72, "max_size": 96}
-    cfg["pretrain"].update(epochs=2, max_minutes=1, batch_size=4, warmup_steps=2)
-    cfg["finetune"].update(epochs=1, batch_size=2, warmup_steps=1)
-    cfg["active"].update(k=3, cycles=1)
-    path = tmp_path / "toy.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_toy_pipeline(tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -8,28 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from mmdet_support import require_mmdet
+from tests_support import write_toy_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.render, pytest.mark.mmdet]
 
 
 def toy_mmdet_config(tmp_path: Path) -> Path:
-    cfg = yaml.safe_load((ROOT / "pipelines" / "demo.yaml").read_text())
-    cfg["workspace"] = str(tmp_path / "ws")
-    for domain, n in (("synthetic", 16), ("pool", 10), ("val", 5)):
-        cfg[domain].update(num_images=n, width=96, height=72, samples=1)
-    cfg["render"] = {"shard_size": 8}
-    cfg["detector"] = {"backend": "mmdet", "min_size": 72, "max_size": 96,
-                       "box_batch_size_per_image": 64, "rpn_post_nms_top_n_train": 300}
-    cfg["pretrain"].update(epochs=2, max_minutes=2, batch_size=4, warmup_steps=2)
-    cfg["finetune"].update(epochs=1, batch_size=2, warmup_steps=1)
-    cfg["active"].update(k=3, cycles=1)
-    path = tmp_path / "toy-mmdet.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_toy_pipeline(tmp_path, name="toy-mmdet.yaml", update={"pretrain": {"max_minutes": 2}},
+                              replace={"detector": {"backend": "mmdet", "min_size": 72, "max_size": 96,
+                                                    "box_batch_size_per_image": 64,
+                                                    "rpn_post_nms_top_n_train": 300}})
 
 
 def test_demo_pipeline_runs_with_the_mmdet_backend(tmp_path, render_python):

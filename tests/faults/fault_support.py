@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from tests_support import write_toy_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,26 +31,17 @@ def toy_config(folder: Path, **overrides) -> Path:
 
     Pool scoring and fine-tuning run in batches of 2 so that 'mid-pool' and 'mid-epoch' exist.
     """
-    cfg = yaml.safe_load((ROOT / "pipelines" / "demo.yaml").read_text())
-    cfg["workspace"] = str(folder / "ws")
-    for domain, n in (("synthetic", 8), ("pool", 8), ("val", 4)):
-        cfg[domain].update(num_images=n, width=96, height=72, samples=1)
-    cfg["render"] = {"shard_size": 4}
-    cfg["detector"] = {"architecture": "mobilenet_v3_fpn", "min_size": 72, "max_size": 96}
-    cfg["pretrain"].update(epochs=1, max_minutes=2, batch_size=2, warmup_steps=1)
-    cfg["finetune"].update(epochs=1, batch_size=2, warmup_steps=1)
-    cfg["active"].update(k=3, cycles=1, batch_size=2)
-    cfg.setdefault("gate", {}).update(bootstrap_resamples=20)
+    update: dict = {"pretrain": {"epochs": 1, "max_minutes": 2, "batch_size": 2, "warmup_steps": 1},
+                    "active": {"batch_size": 2}, "gate": {"bootstrap_resamples": 20}}
+    replace: dict = {}
     for key, value in overrides.items():
         section, _, field = key.partition(".")
         if field:
-            cfg.setdefault(section, {})[field] = value
+            update.setdefault(section, {})[field] = value
         else:
-            cfg[section] = value
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "toy.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+            replace[section] = value
+    return write_toy_pipeline(folder, sizes=(8, 8, 4), shard_size=4, update=update,
+                              replace=replace)
 
 
 def cli_env(**extra: str) -> dict[str, str]:
