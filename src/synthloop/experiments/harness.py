@@ -41,6 +41,7 @@ from synthloop.stages.workspace import Workspace, read_record, write_record
 
 log = logging.getLogger(__name__)
 UNCERTAINTY = ("margin", "entropy", "least_confidence", "dbal")
+_NOT_RESULTS = {"monitor_val", "num_threads"}  # settings that do not change a run's numbers
 
 
 @dataclass(frozen=True)
@@ -224,8 +225,8 @@ class Harness:
         import json
 
         blob = json.dumps([self.cfg.detector.model_dump(mode="json"),
-                           self.cfg.pretrain.model_dump(mode="json", exclude={"monitor_val"}),
-                           self.cfg.finetune.model_dump(mode="json"),
+                           self.cfg.pretrain.model_dump(mode="json", exclude=_NOT_RESULTS),
+                           self.cfg.finetune.model_dump(mode="json", exclude=_NOT_RESULTS),
                            self.cfg.active.model_dump(mode="json", include={"aggregation", "beta", "scope"}),
                            self.exp.finetune_steps], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -327,8 +328,4 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=float)
 
 
-def run_experiment(cfg: PipelineConfig, *, scale: str, progress: bool = True) -> dict[str, Any]:
-    return Harness(cfg, scale=scale, progress=progress).run()
-
-
-__all__ = ["Harness", "RunResult", "RunSpec", "grid", "run_experiment", "steps_to_epochs"]
+__all__ = ["Harness", "RunResult", "RunSpec", "grid", "steps_to_epochs"]
