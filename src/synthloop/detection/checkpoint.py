@@ -65,7 +65,10 @@ def load_checkpoint(path: Path | str) -> nn.Module:
     if "detector" not in ckpt or "num_classes" not in ckpt:
         raise ValueError(f"{path} lacks the detector config; was it written by save_checkpoint?")
     # The weights come from this file: do not follow the path the model was first built from.
-    cfg = DetectorConfig.model_validate({**ckpt["detector"], "weights": None})
+    # Nor the backbone's first weights; but build its BatchNorm as it was trained (frozen or not).
+    saved = DetectorConfig.model_validate(ckpt["detector"])
+    cfg = saved.model_copy(update={"weights": None, "backbone_weights": None,
+                                   "frozen_bn": saved.resolved_frozen_bn()})
     model = build_detector(cfg=cfg, num_classes=int(ckpt["num_classes"]))
     model.load_state_dict(ckpt["model"])
     model.detector_cfg = DetectorConfig.model_validate(ckpt["detector"])

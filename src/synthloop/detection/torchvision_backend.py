@@ -110,6 +110,8 @@ def build_detector(*, cfg: DetectorConfig, num_classes: int) -> FasterRCNN:
     if cfg.min_size > cfg.max_size:
         raise ValueError(f"min_size {cfg.min_size} > max_size {cfg.max_size}")
     pretrained = cfg.weights == "DEFAULT"
+    # ImageNet backbones through torchvision's enums (downloaded once into TORCH_HOME)
+    imagenet = pretrained or cfg.backbone_weights == "imagenet"
     kwargs: dict[str, Any] = {"min_size": cfg.min_size, "max_size": cfg.max_size,
                               "box_score_thresh": cfg.box_score_thresh,
                               "rpn_pre_nms_top_n_train": cfg.rpn_pre_nms_top_n_train,
@@ -118,14 +120,19 @@ def build_detector(*, cfg: DetectorConfig, num_classes: int) -> FasterRCNN:
     if cfg.architecture == "mobilenet_v3_fpn":
         model = _build_mobilenet(pretrained, num_classes, kwargs)
     elif cfg.architecture == "mobilenet_v3_hr_fpn":
-        model = _build_mobilenet_hr(pretrained, num_classes, kwargs)
+        model = _build_mobilenet_hr(imagenet, cfg.resolved_frozen_bn(), num_classes, kwargs)
     elif cfg.architecture == "resnet50_fpn":
-        model = _build_resnet50(pretrained, num_classes, kwargs)
+        model = _build_resnet50(pretrained, cfg.backbone_weights == "imagenet",
+                                cfg.resolved_frozen_bn(), num_classes, kwargs)
     elif cfg.architecture == "resnet18_fpn":
-        model = _build_resnet18(pretrained, num_classes, kwargs)
+        model = _build_resnet18(imagenet, cfg.resolved_frozen_bn(), num_classes, kwargs)
+    elif cfg.architecture.startswith("efficientnet_lite"):
+        from synthloop.detection.lite_fpn import build_efficientnet_lite
+
+        model = build_efficientnet_lite(cfg, num_classes, kwargs)
     else:  # pydantic already restricts the name; this guards hand-made configs
-        raise ValueError(f"unknown architecture {cfg.architecture!r}; known: "
-                         "mobilenet_v3_fpn, mobilenet_v3_hr_fpn, resnet18_fpn, resnet50_fpn")
+        raise ValueError(f"unknown architecture {cfg.architecture!r}; known: mobilenet_v3_fpn, "
+                         "mobilenet_v3_hr_fpn, resnet18_fpn, resnet50_fpn, efficientnet_lite{0,1,2}_fpn")
     if cfg.anchor_sizes or tuple(cfg.aspect_ratios) != ASPECT_RATIOS:
         sizes = cfg.anchor_sizes or [s[0] if len(s) == 1 else s for s in
                                      model.rpn.anchor_generator.sizes]
@@ -157,7 +164,8 @@ def _build_mobilenet(pretrained: bool, num_classes: int, kwargs: dict[str, Any])
 HR_ANCHOR_SIZES = (16, 32, 64, 128, 256)  # one a level: strides 8, 16, 32, 32, 64
 
 
-def _build_mobilenet_hr(pretrained: bool, num_classes: int, kwargs: dict[str, Any]) -> FasterRCNN:
+def _build_mobilenet_hr(pretrained: bool, frozen_bn: bool, num_classes: int,
+                        kwargs: dict[str, Any]) -> FasterRCNN:
     """MobileNetV3-Large FPN over strides 8, 16, 32 (+ pooled 64).
 
     torchvision's MobileNetV3 FPN takes its two levels from the last blocks, both at stride 32,
@@ -167,13 +175,10 @@ def _build_mobilenet_hr(pretrained: bool, num_classes: int, kwargs: dict[str, An
     from torchvision.models import MobileNet_V3_Large_Weights, mobilenet_v3_large
     from torchvision.models.detection.backbone_utils import _mobilenet_extractor
 
-    if pretrained:
-        net = mobilenet_v3_large(weights=MobileNet_V3_Large_Weights.IMAGENET1K_V1,
-                                 norm_layer=misc_ops.FrozenBatchNorm2d)
-        trainable = 3
-    else:
-        net = mobilenet_v3_large(weights=None, norm_layer=nn.BatchNorm2d)
-        trainable = 6
+    norm = misc_ops.FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+    weights = MobileNet_V3_Large_Weights.IMAGENET1K_V1 if pretrained else None
+    net = mobilenet_v3_large(weights=weights, norm_layer=norm)
+    trainable = 3 if frozen_bn else 6
     backbone = _mobilenet_extractor(net, True, trainable, returned_layers=[2, 3, 4, 5])
     levels = len(HR_ANCHOR_SIZES)
     anchors = AnchorGenerator(tuple((s,) for s in HR_ANCHOR_SIZES), (ASPECT_RATIOS,) * levels)
@@ -181,23 +186,37 @@ def _build_mobilenet_hr(pretrained: bool, num_classes: int, kwargs: dict[str, An
                       rpn_score_thresh=0.05, **kwargs)
 
 
-def _build_resnet50(pretrained: bool, num_classes: int, kwargs: dict[str, Any]) -> FasterRCNN:
+def _build_resnet50(pretrained: bool, imagenet: bool, frozen_bn: bool, num_classes: int,
+                    kwargs: dict[str, Any]) -> FasterRCNN:
+    """R50-FPN: COCO detector weights (``pretrained``, torchvision's enum: downloaded once into
+    TORCH_HOME/hub/checkpoints and read from there after), ImageNet backbone only, or none.
+    Frozen BatchNorm is rebuilt as such when a checkpoint of a pretrained model is reloaded."""
     if pretrained:
         from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights as W
 
         model = fasterrcnn_resnet50_fpn(weights=W.DEFAULT, **kwargs)
         _replace_predictor(model, num_classes)
         return model
+    if frozen_bn or imagenet:
+        from torchvision.models import ResNet50_Weights
+
+        backbone = resnet_fpn_backbone(
+            backbone_name="resnet50", weights=ResNet50_Weights.IMAGENET1K_V1 if imagenet else None,
+            norm_layer=misc_ops.FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d,
+            trainable_layers=3 if frozen_bn else 5)
+        return FasterRCNN(backbone, num_classes=num_classes + 1, **kwargs)
     return fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None,
                                    num_classes=num_classes + 1, **kwargs)
 
 
-def _build_resnet18(pretrained: bool, num_classes: int, kwargs: dict[str, Any]) -> FasterRCNN:
-    if pretrained:
+def _build_resnet18(pretrained: bool, frozen_bn: bool, num_classes: int,
+                    kwargs: dict[str, Any]) -> FasterRCNN:
+    if frozen_bn:
         from torchvision.models import ResNet18_Weights
 
         # ImageNet backbone: keep its statistics frozen, as torchvision does for pretrained R50
-        backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=ResNet18_Weights.DEFAULT,
+        weights = ResNet18_Weights.DEFAULT if pretrained else None
+        backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=weights,
                                        norm_layer=misc_ops.FrozenBatchNorm2d, trainable_layers=3)
     else:
         # From scratch BatchNorm must learn (FrozenBatchNorm2d at init is the identity).
