@@ -8,7 +8,8 @@ Each training run (and its registry version) carries ``lineage.*`` tags:
     lineage.data.<name>.md5      content md5 of each dataset the run used (synthetic/labeled/val/pool)
     lineage.parent_version       registry version it was fine-tuned from (absent for pretrain)
     lineage.query_batch          strategy, seed, k and image ids of the batch that added labels
-    lineage.cad.<part>           sha256 (16 hex) of the mesh each part was rendered from
+    lineage.cad.<part>           sha256 (16 hex) of the mesh each part was rendered from (of its
+                                 variants' file hashes where a glob or ``cad:`` gives several)
 
 ``synthloop lineage <version>`` prints the chain back to the synthetic dataset and the CAD
 files, and compares each mesh hash with the file on disk now (a changed CAD revision shows as
@@ -65,19 +66,42 @@ def workspace_commit(root: Path) -> str | None:
     return _git(root, "rev-parse", "HEAD") if (Path(root) / ".git").exists() else None
 
 
-def part_meshes(cfg: PipelineConfig) -> dict[str, Path]:
-    """The mesh file each part is rendered from (procedural parts: the generated STL)."""
+def part_meshes(cfg: PipelineConfig) -> dict[str, list[Path]]:
+    """The mesh files each part is rendered from: the file or the glob's matches, the generated
+    STL of a procedural part, the meshes of a ``cad:`` part (generated into the workspace's
+    cad/ folder if not there yet, as the render stage does)."""
+    from synthloop.synthesis.meshes import MeshError, cad_part_files, part_mesh_files
+
     out = {}
-    synthetic = cfg.workspace.resolve() / "data" / "synthetic" / "meshes"
+    root = cfg.workspace.resolve()
     for part in cfg.parts:
-        out[part.name] = Path(part.mesh) if part.mesh is not None else synthetic / f"{part.name}.stl"
+        if part.cad is not None:
+            out[part.name] = cad_part_files(part, root / "cad")
+        elif part.mesh is None:
+            out[part.name] = [root / "data" / "synthetic" / "meshes" / f"{part.name}.stl"]
+        else:
+            try:
+                out[part.name] = part_mesh_files(part)
+            except MeshError:  # a glob that matches nothing
+                out[part.name] = []
     return out
 
 
 def cad_hashes(cfg: PipelineConfig) -> dict[str, str]:
-    """sha256 (first 16 hex digits) of each part's mesh; "missing" where the file is absent."""
-    return {name: file_sha256(path)[:16] if path.is_file() else "missing"
-            for name, path in part_meshes(cfg).items()}
+    """sha256 (first 16 hex digits) of each part's mesh; "missing" where a file is absent.
+
+    One file: its own hash. Several variants: the hash of their names and hashes, in order.
+    """
+    out = {}
+    for name, paths in part_meshes(cfg).items():
+        if not paths or not all(p.is_file() for p in paths):
+            out[name] = "missing"
+        elif len(paths) == 1:
+            out[name] = file_sha256(paths[0])[:16]
+        else:
+            listing = "".join(f"{p.name} {file_sha256(p)}\n" for p in paths)
+            out[name] = hashlib.sha256(listing.encode()).hexdigest()[:16]
+    return out
 
 
 def run_tags(cfg: PipelineConfig, *, datasets: Mapping[str, DatasetRef],

@@ -166,12 +166,13 @@ def test_file_formats_textures_user_distractors_and_hdris(tmp_path, render_cfg):
     assert [d["shape"] for d in marker["distractors"]] == ["mesh:0", "mesh:0"]
 
 
-def test_workbench_parts_rest_on_the_table_deterministically(tmp_path, render_cfg, shared_data):
+def test_workbench_parts_rest_on_the_table_deterministically(tmp_path, render_cfg):
     import json
 
-    fasteners = shared_data / "meshes" / "fasteners"
-    parts = [PartSpec(name="Bolt", mesh=fasteners / "hex_bolt_M10x*.stl"),
-             PartSpec(name="Washer", mesh=fasteners / "washer_M*.stl")]
+    parts = [PartSpec.model_validate({"name": "Bolt", "cad": {
+                 "fastener": "hex-bolt", "sizes": ["M10x40", "M10x60", "M10x80", "M10x100"]}}),
+             PartSpec.model_validate({"name": "Washer", "cad": {
+                 "fastener": "washer", "sizes": ["M8", "M10"]}})]
     domain = DomainConfig(num_images=1, seed=4, width=96, height=64, samples=1,
                           scene="workbench", parts_per_image=IntRange(min=8, max=8),
                           distractors=IntRange(min=2, max=2), camera_distance={"min": 1, "max": 1},

@@ -118,8 +118,8 @@ def test_coco_import_reports_malformed_files(tmp_path):
         load_coco(tmp_path / "bad.json")
 
 
-def test_bolts_real_valid_imports_with_bottles_dropped(shared_data):
-    ds = load_yolo(shared_data / "bolts_real" / "valid")
+def test_bolts_real_valid_imports_with_bottles_dropped(bolts_real):
+    ds = load_yolo(bolts_real / "valid")
     assert len(ds.images) == 15 and describe(ds)["classes"]["Bottle"] > 0
     parts = apply_class_map(ds, ["Bolt", "Washer"], {"Bottle": None})
     assert describe(parts)["classes"] == {"Bolt": 168, "Washer": 279}  # 447 boxes (data/README)

@@ -52,20 +52,15 @@ def test_unknown_background_lists_known():
 
 
 @pytest.mark.parametrize("name", ["paper", "bolts", "demo"])
-def test_shipped_pipelines_plan(name, request):
-    from synthloop.config import load_config
+def test_shipped_pipelines_plan(name):
+    from synthloop.config import DomainConfig, ImportedDomain, load_config
     from tests_support import ROOT
-
-    if name == "bolts":
-        request.getfixturevalue("shared_data")  # its meshes live in ../shared/data
-
-    from synthloop.config import DomainConfig, ImportedDomain
 
     cfg = load_config(ROOT / "pipelines" / f"{name}.yaml")
     for domain in (d for d in (cfg.synthetic, cfg.pool, cfg.val) if isinstance(d, DomainConfig)):
         plans = plan_scenes(domain.model_copy(update={"num_images": 2}), cfg.parts)
         assert len(plans) == 2 and plans[0]["scene"] == domain.scene
-    if name == "bolts":  # glob variants: 4 bolts and 2 washers, in millimetres
+    if name == "bolts":  # cad variants: 4 bolts and 2 washers, in millimetres
         assert [len(p["parts"]) >= 15 for p in plans] == [True, True]
         assert {q["mesh_index"] for p in plans for q in p["parts"]} <= set(range(6))
         assert cfg.class_names == ["Bolt", "Washer"] and cfg.synthetic.width == 960

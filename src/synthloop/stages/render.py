@@ -5,6 +5,8 @@
 ``pool``      -> data/pool (images only); its ground truth goes to oracle/pool.json, out of the
                  model's reach, for the simulated oracle. Real deployments ingest photos instead.
 Rerunning resumes: finished images are not rendered again.
+Parts given as ``cad:`` are generated into <workspace>/cad/<key>/ first (a cache keyed by their
+parameters) and rendered from there.
 A pool or val section with a ``path`` (``ImportedDomain``) imports labelled photos instead
 (YOLO or COCO, class map applied); an imported pool keeps its boxes in oracle/ like a rendered one.
 """
@@ -35,6 +37,7 @@ def dataset_ref(name: str, folder: Path) -> DatasetRef:
 
 
 def run(cfg: PipelineConfig, domain: Domain, *, progress: bool = True) -> DatasetRef:
+    from synthloop.synthesis.meshes import resolve_cad_parts
     from synthloop.synthesis.render import render_domain
 
     ws = Workspace.of(cfg)
@@ -45,18 +48,19 @@ def run(cfg: PipelineConfig, domain: Domain, *, progress: bool = True) -> Datase
         return dataset_ref(domain, final)
     if isinstance(domain_cfg, ImportedDomain):
         return import_domain(cfg, domain, domain_cfg, progress=progress)
+    parts = resolve_cad_parts(cfg.parts, ws.cad)
     if domain != "pool":
         if cfg.proxy_real and domain == "val":
             log.warning("validation set is a RENDERED PROXY of real photos (demo): "
                         "replace data/val with real labelled photos for real use")
-        render_domain(domain_cfg, cfg.parts, cfg.class_names, final, render_cfg=cfg.render,
+        render_domain(domain_cfg, parts, cfg.class_names, final, render_cfg=cfg.render,
                       progress=progress)
         return dataset_ref(domain, final)
 
     log.warning("pool is a RENDERED PROXY of camera photos (demo); its ground truth is kept "
                 "aside in oracle/ for a simulated oracle")
     staging = ws.staging / "pool"
-    gt = render_domain(domain_cfg, cfg.parts, cfg.class_names, staging, render_cfg=cfg.render,
+    gt = render_domain(domain_cfg, parts, cfg.class_names, staging, render_cfg=cfg.render,
                        progress=progress)
     return ingest_pool(ws, gt)
 

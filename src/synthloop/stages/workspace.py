@@ -6,6 +6,7 @@ A workspace is its own git + DVC repository (separate from synthloop's source tr
     <workspace>/oracle/                              ground truth kept aside (simulated oracle)
     <workspace>/state/cycle_<t>/                     per-stage records that make reruns resume
     <workspace>/checkpoints/                         training checkpoints (resume after a crash)
+    <workspace>/cad/<key>/                           meshes generated from ``cad:`` parts
     <workspace>/mlruns.db, mlartifacts/, dvc-remote/ embedded MLflow store and DVC remote
 """
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 # What our atomic writes leave behind when killed between write and rename: io_utils
 # (``.<name>.<random>.tmp``), stage copies (``.<name>.tmp``), Blender workers (``<name>.tmp<pid>``).
 PARTIAL_FILE = re.compile(r"^\..+\.tmp$|\.tmp\d+(\.png)?$")
-SWEPT_FOLDERS = ("data", "oracle", "state", "checkpoints", "staging")
+SWEPT_FOLDERS = ("data", "oracle", "state", "checkpoints", "staging", "cad")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,11 @@ class Workspace:
     @property
     def staging(self) -> Path:
         return self.root / "staging"
+
+    @property
+    def cad(self) -> Path:
+        """Meshes generated from ``cad:`` parts, one folder per parameter hash."""
+        return self.root / "cad"
 
     @property
     def artifact_root(self) -> Path:

@@ -97,7 +97,8 @@ def _check_ranges(domain: DomainConfig) -> None:
 def resolve_assets(domain: DomainConfig, parts: list[PartSpec]) -> Assets:
     """Check every input of ``domain`` and ``parts``; return what the plan draws from.
 
-    Does not touch Blender and writes nothing (procedural parts count as one variant).
+    Does not touch Blender and writes nothing (procedural parts count as one variant, ``cad``
+    parts one per size).
     """
     if not parts:
         raise AssetError("no parts given")
@@ -112,6 +113,9 @@ def resolve_assets(domain: DomainConfig, parts: list[PartSpec]) -> Assets:
             pools.append(part.materials)
         if part.procedural is not None:
             variants.append(1)
+            continue
+        if part.cad is not None:  # generated when rendering; sizes were checked by the config
+            variants.append(len(part.cad.sizes))
             continue
         files = part_mesh_files(part)
         for f in files:

@@ -8,6 +8,7 @@ Validation of STL/OBJ/PLY/glTF/GLB files happens here, before Blender starts. Un
 happens in the worker (it sees every format's vertices): ``unit='auto'`` treats a class whose
 largest variant's bounding-box diagonal exceeds ``AUTO_MM_DIAGONAL`` as millimetres, other
 units scale by ``UNIT_SCALE``; the worker recentres every mesh at its bounding-box centre.
+Parametric fasteners (``cad:`` parts) come from ``synthesis/fasteners.py``, in millimetres.
 """
 
 from __future__ import annotations
@@ -287,12 +288,34 @@ def part_mesh_files(part) -> list[Path]:
     return files
 
 
+def cad_part_files(part, cad_root: Path | str) -> list[Path]:
+    """The STL variants of a ``PartSpec`` with ``cad``, generated (once) under ``cad_root``."""
+    from synthloop.synthesis.fasteners import fastener_stl_files
+
+    return fastener_stl_files(part.cad.fastener, part.cad.sizes, cad_root)
+
+
+def resolve_cad_parts(parts: list, cad_root: Path | str) -> list:
+    """``parts`` with every ``cad`` part generated under ``cad_root`` and turned into a ``mesh``
+    part (a glob over its folder, millimetres); other parts are returned as they are."""
+    out = []
+    for part in parts:
+        if part.cad is None:
+            out.append(part)
+            continue
+        folder = cad_part_files(part, cad_root)[0].parent
+        out.append(part.model_copy(update={"cad": None, "mesh": folder / "*.stl", "unit": "mm"}))
+    return out
+
+
 def prepare_part_meshes(parts: list, mesh_dir: Path | str) -> list[dict]:
     """Resolve every ``PartSpec`` to the mesh files the worker imports, validated.
 
-    Procedural parts are generated into ``mesh_dir`` (deterministic, so reruns rewrite nothing
-    new). Returns ``[{"name", "class_index", "variant", "path", "unit"}]``: one entry per
-    variant, classes in order; a plan's ``mesh_index`` points into this list.
+    Procedural parts are generated into ``mesh_dir``, ``cad`` parts into ``mesh_dir/cad/<key>``
+    (deterministic, so reruns rewrite nothing; the render stage generates them into the
+    workspace first, see ``resolve_cad_parts``). Returns ``[{"name", "class_index", "variant",
+    "path", "unit"}]``: one entry per variant, classes in order; a plan's ``mesh_index`` points
+    into this list.
     """
     out = []
     for class_index, part in enumerate(parts):
@@ -304,6 +327,8 @@ def prepare_part_meshes(parts: list, mesh_dir: Path | str) -> list[dict]:
             if not path.is_file():
                 write_stl(path, *turbine_blade())
             files = [path]
+        elif part.cad is not None:
+            files = cad_part_files(part, Path(mesh_dir) / "cad")
         else:
             files = part_mesh_files(part)
         for variant, path in enumerate(files):
@@ -311,5 +336,6 @@ def prepare_part_meshes(parts: list, mesh_dir: Path | str) -> list[dict]:
             if not info["has_uv"]:
                 log.debug("mesh %s has no UV map: fine, materials use object space", path)
             out.append({"name": part.name, "class_index": class_index, "variant": variant,
-                        "path": str(Path(path).resolve()), "unit": part.unit})
+                        "path": str(Path(path).resolve()),
+                        "unit": "mm" if part.cad is not None else part.unit})
     return out
