@@ -179,6 +179,24 @@ def _register_continuous_training_commands() -> None:
 _register_continuous_training_commands()
 
 
+def _register_cad_commands() -> None:
+    from synthloop.cli_cad import cad_app
+
+    app.add_typer(cad_app, name="cad")
+
+
+_register_cad_commands()
+
+
+def _register_evaluate_command() -> None:
+    from synthloop.cli_eval import evaluate
+
+    app.command()(evaluate)
+
+
+_register_evaluate_command()
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)
