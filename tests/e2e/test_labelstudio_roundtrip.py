@@ -152,6 +152,8 @@ def test_label_studio_round_trip(labelstudio, tmp_path):
 DEMO = ROOT / "workspace" / "demo"
 
 
+@pytest.mark.allow_skip(reason="opt-in docs screenshot: needs SYNTHLOOP_SCREENSHOT_DIR, chromium "
+                                "and a finished make demo")
 @pytest.mark.skipif(not (os.environ.get("SYNTHLOOP_SCREENSHOT_DIR") and shutil.which("chromium")
                          and (DEMO / "checkpoints" / "cycle_3" / "checkpoint.pt").is_file()),
                     reason="docs screenshot: set SYNTHLOOP_SCREENSHOT_DIR, needs chromium and a "

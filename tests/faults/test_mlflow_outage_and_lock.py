@@ -2,9 +2,10 @@
 
 Against a real ``mlflow server`` on loopback: M0 is trained and made champion, the server is
 killed while cycle 1 fine-tunes, and the cycle must fail before its gate with the champion
-untouched. After a restart (same store) the rerun finishes the cycle. Then a nightly and a
-drift-triggered ``synthloop next-cycle`` start together: one runs, the other is skipped, and
-state/cycle_runs.jsonl says which.
+untouched. After a restart (same store) the rerun finishes the cycle. Then, in a pipeline of
+its own, a drift-triggered ``synthloop next-cycle`` asks while a nightly one holds the cycle lock
+(held still with SIGSTOP, so that nothing depends on how long a cycle takes): the nightly run
+runs, the drift run is skipped, and state/cycle_runs.jsonl says which.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -67,9 +69,10 @@ class Server:
             self.proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, render_python):
-    folder = tmp_path_factory.mktemp("mlflow-outage")
+@pytest.fixture()
+def served(tmp_path, render_python):
+    """A fresh MLflow server and toy pipeline for each test: no test runs on another's state."""
+    folder = tmp_path
     server = Server(folder)
     server.start()
     cfg = toy_config(folder / "pipeline", tracking={"uri": server.url})
@@ -135,30 +138,52 @@ def test_mlflow_down_mid_cycle_fails_before_the_gate_and_promotes_nothing(served
            f"gated ({'promoted' if gate['promote'] else 'kept the champion'})")
 
 
-def test_nightly_and_drift_runs_together_one_runs_one_is_skipped(served, report):
+def lock_holder(state: Path) -> dict:
+    """Who the cycle lock file names ({} while nobody holds it)."""
+    try:
+        return json.loads((state / "cycle.lock").read_text() or "{}")
+    except (FileNotFoundError, json.JSONDecodeError):  # not yet created, or being written
+        return {}
+
+
+def test_a_drift_run_asking_while_a_nightly_run_holds_the_cycle_is_skipped(served, report):
     from synthloop.gating.cycle_lock import read_requests
 
     server, cfg, env = served
-    ws = cfg.parent / "ws"
-    if not (ws / "state" / "cycle_1" / "gate.json").exists():
-        pytest.skip("needs the finished cycle 1 of the MLflow outage test")
-    before = len(read_requests(ws / "state"))
-    procs = {trigger: subprocess.Popen(
-        [sys.executable, "-m", "synthloop", "next-cycle", "--config", str(cfg), "--trigger",
-         trigger, "--wait", "0"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True) for trigger in ("nightly", "drift")}
-    outs = {t: p.communicate(timeout=600) for t, p in procs.items()}
-    for t, p in procs.items():
-        assert p.returncode == 0, outs[t][1][-3000:]
-    entries = read_requests(ws / "state")[before:]
-    outcome = {e["trigger"]: e for e in entries}
-    assert sorted(e["outcome"] for e in entries) == ["ran", "skipped"], entries
-    ran = next(t for t, e in outcome.items() if e["outcome"] == "ran")
-    skipped = next(t for t, e in outcome.items() if e["outcome"] == "skipped")
-    assert outcome[skipped]["held_by"]["trigger"] == ran
-    assert outcome[ran]["cycle"] == 2 and (ws / "state" / "cycle_2" / "gate.json").exists()
-    assert not (ws / "state" / "cycle_3").exists()  # one cycle, not two
-    report("a nightly run and a drift-triggered run started together",
-           f"{ran} took the cycle lock and ran cycle 2; {skipped} was skipped at once; "
-           f"state/cycle_runs.jsonl records both, the skipped entry naming {ran} as holder",
-           "n/a: the skipped request is recorded; the next trigger runs it")
+    state = cfg.parent / "ws" / "state"
+    first = run_cli(["demo", "--config", str(cfg), "--cycles", "0"], env=env)  # M0, champion
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = len(read_requests(state))
+    ask = ["next-cycle", "--config", str(cfg), "--wait", "0", "--trigger"]
+    log = cfg.parent / "nightly.log"
+    with open(log, "w") as out:
+        nightly = subprocess.Popen([sys.executable, "-m", "synthloop", *ask, "nightly"], env=env,
+                                   cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        while lock_holder(state).get("pid") != nightly.pid:  # nightly's cycle has begun
+            assert nightly.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.1)
+        os.killpg(nightly.pid, signal.SIGSTOP)  # it stays inside its cycle, holding the lock
+        try:
+            drift = run_cli([*ask, "drift"], env=env)
+        finally:
+            os.killpg(nightly.pid, signal.SIGCONT)
+        nightly.wait(timeout=1200)
+    finally:
+        if nightly.poll() is None:
+            os.killpg(nightly.pid, signal.SIGKILL)
+            nightly.wait()
+    assert drift.returncode == 0, drift.stderr[-3000:]
+    assert nightly.returncode == 0, log.read_text()[-3000:]
+    entries = read_requests(state)[before:]
+    assert [(e["trigger"], e["outcome"]) for e in entries] == [("drift", "skipped"),
+                                                               ("nightly", "ran")], entries
+    assert entries[0]["held_by"]["trigger"] == "nightly"
+    assert entries[0]["held_by"]["pid"] == nightly.pid
+    assert entries[1]["cycle"] == 1 and (state / "cycle_1" / "gate.json").exists()
+    assert not (state / "cycle_2").exists()  # one cycle, not two
+    report("a drift-triggered run asking while a nightly run holds the cycle",
+           "nightly took the cycle lock and ran cycle 1; drift was skipped at once; "
+           "state/cycle_runs.jsonl records both, the skipped entry naming nightly (and its pid) "
+           "as holder", "n/a: the skipped request is recorded; the next trigger runs it")

@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 
+import synthloop.gating.cycle_lock as lock_module
 from synthloop.config import load_config
 from synthloop.gating.cycle_lock import CycleBusy, cycle_lock, read_requests
 from synthloop.stages import monitor
 from tests_support import DEMO_CONFIG
+
+WAIT = 60.0  # seconds: only a guard against a hang; no test depends on how long anything takes
+
+
+@pytest.fixture()
+def refused(monkeypatch):
+    """An Event set whenever a cycle_lock attempt finds the lock taken (flock refuses).
+
+    The tests order threads by this and by their own events, not by sleeping: a waiter is
+    known to be waiting only once it has been refused.
+    """
+    event = threading.Event()
+
+    def flock(fd, operation):
+        try:
+            fcntl.flock(fd, operation)
+        except BlockingIOError:
+            event.set()
+            raise
+
+    monkeypatch.setattr(lock_module, "fcntl", SimpleNamespace(
+        flock=flock, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB, LOCK_UN=fcntl.LOCK_UN))
+    return event
 
 
 def in_thread(fn):
@@ -40,22 +65,30 @@ def test_second_holder_is_refused_with_the_first_ones_name(tmp_path):
     assert in_thread(lambda: try_lock(tmp_path, "drift")) == "held"  # free again
 
 
-def test_waiting_holder_gets_its_turn(tmp_path):
-    order = []
+def test_waiting_holder_gets_its_turn(tmp_path, refused):
+    """b asks while a holds the lock, is refused, keeps polling, and gets it when a lets go."""
+    order, a_holds, a_may_go = [], threading.Event(), threading.Event()
 
     def first():
         with cycle_lock(tmp_path, trigger="a"):
             order.append("a-start")
-            time.sleep(0.6)
+            a_holds.set()
+            a_may_go.wait(WAIT)
             order.append("a-end")
+
+    def release_a_once_b_was_refused():
+        refused.wait(WAIT)
+        a_may_go.set()
 
     t = threading.Thread(target=first)
     t.start()
-    time.sleep(0.2)
-    with cycle_lock(tmp_path, trigger="b", wait_s=10, poll_s=0.05) as held:
+    assert a_holds.wait(WAIT)
+    threading.Thread(target=release_a_once_b_was_refused).start()
+    with cycle_lock(tmp_path, trigger="b", wait_s=WAIT, poll_s=0.01) as held:
         order.append("b-start")
     t.join()
-    assert order == ["a-start", "a-end", "b-start"] and held.waited_s >= 0.3
+    assert refused.is_set()  # b did ask while a held it: it waited, it did not walk in
+    assert order == ["a-start", "a-end", "b-start"] and held.waited_s > 0
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
@@ -81,21 +114,19 @@ class Row:
     reason: str = "test"
 
 
-def test_concurrent_cycle_requests_serialize(tmp_path):
+def test_concurrent_cycle_requests_serialize(tmp_path, refused):
     """A nightly and a drift-triggered request at once: one trains, the other is recorded as
     skipped (no wait) - and with a wait, the second runs after the first, never alongside."""
     cfg = load_config(DEMO_CONFIG, overrides=[f"workspace={tmp_path / 'ws'}"])
-    running, overlaps, spans = [], [], []
+    events, inside, may_finish = [], threading.Event(), threading.Event()
 
     def fake_pipeline(cfg, *, runner, cycles, progress):
-        running.append(1)
-        overlaps.append(len(running))
-        start = time.monotonic()
-        time.sleep(0.5)
+        events.append(("start", cycles))
+        inside.set()
+        may_finish.wait(WAIT)  # the cycle runs until the test lets it finish
         (cfg.workspace / "state" / f"cycle_{cycles}").mkdir(parents=True, exist_ok=True)
         (cfg.workspace / "state" / f"cycle_{cycles}" / "gate.json").write_text("{}")
-        spans.append((start, time.monotonic()))
-        running.pop()
+        events.append(("end", cycles))
         return [Row(cycle=cycles)]
 
     results = {}
@@ -104,32 +135,35 @@ def test_concurrent_cycle_requests_serialize(tmp_path):
         results[trigger] = monitor.run_next_cycle(cfg, trigger=trigger, wait_s=wait,
                                                   pipeline_fn=fake_pipeline)
 
-    threads = [threading.Thread(target=request, args=("nightly", 0.0)),
-               threading.Thread(target=request, args=("drift", 0.0))]
-    for t in threads:
-        t.start()
-        time.sleep(0.05)
-    for t in threads:
-        t.join()
-    assert sorted(r["outcome"] for r in results.values()) == ["ran", "skipped"]
-    skipped = next(r for r in results.values() if r["outcome"] == "skipped")
-    ran = next(r for r in results.values() if r["outcome"] == "ran")
-    assert skipped["held_by"]["trigger"] == ran["trigger"] and ran["cycle"] == 1
+    # no wait: drift asks while nightly is inside its cycle, and is skipped at once
+    nightly = threading.Thread(target=request, args=("nightly", 0.0))
+    nightly.start()
+    assert inside.wait(WAIT)
+    request("drift", 0.0)
+    may_finish.set()
+    nightly.join()
+    assert results["drift"]["outcome"] == "skipped" and results["nightly"]["outcome"] == "ran"
+    assert results["drift"]["held_by"]["trigger"] == "nightly" and results["nightly"]["cycle"] == 1
 
-    threads = [threading.Thread(target=request, args=("nightly", 5.0)),
-               threading.Thread(target=request, args=("drift", 5.0))]
-    for t in threads:
-        t.start()
-        time.sleep(0.05)
-    for t in threads:
-        t.join()
-    assert {r["outcome"] for r in results.values()} == {"ran"}
-    assert sorted(r["cycle"] for r in results.values()) == [2, 3]
-    assert max(overlaps) == 1  # never two cycles at once
-    (a0, a1), (b0, b1) = sorted(spans)[-2:]
-    assert b0 >= a1
+    # with a wait: drift asks while nightly's cycle 2 runs, waits, and runs cycle 3 after it
+    for event in (inside, may_finish, refused):
+        event.clear()
+    nightly = threading.Thread(target=request, args=("nightly", WAIT))
+    nightly.start()
+    assert inside.wait(WAIT)
+    drift = threading.Thread(target=request, args=("drift", WAIT))
+    drift.start()
+    assert refused.wait(WAIT)  # drift found the lock taken and is waiting for it
+    may_finish.set()
+    nightly.join()
+    drift.join()
+    assert {t: (r["outcome"], r["cycle"]) for t, r in results.items()} == \
+        {"nightly": ("ran", 2), "drift": ("ran", 3)}
+    assert results["drift"]["waited_s"] > 0
+    # each cycle starts after the previous one ended: never two at once
+    assert events == [("start", 1), ("end", 1), ("start", 2), ("end", 2), ("start", 3), ("end", 3)]
     log = read_requests(cfg.workspace / "state")
-    assert [e["outcome"] for e in log].count("skipped") == 1 and len(log) == 4
+    assert [e["outcome"] for e in log] == ["skipped", "ran", "ran", "ran"]
     assert monitor.baseline(cfg) == set()  # the fake pool is empty; baseline recorded
 
 

@@ -206,6 +206,8 @@ def compose_tool() -> list[str] | None:
     return None
 
 
+@pytest.mark.allow_skip(reason="docker compose is not part of make test's environment (no "
+                                "container engine on these machines); users' machines have it")
 def test_docker_compose_config_validates(tmp_path):
     tool = compose_tool()
     if tool is None:
