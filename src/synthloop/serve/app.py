@@ -18,7 +18,6 @@ Errors are 4xx with a "detail" that says what to change: 413 too large (bytes or
 # names they use (Request) are local to create_app.
 import base64
 import binascii
-import io
 import json
 import threading
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from typing import Any
 
 from synthloop.config import PipelineConfig, ServeConfig
 from synthloop.serve.champion import ChampionWatcher
+from synthloop.serve.decode import decode_image  # the pyfunc path decodes with it too
 
 IMAGE_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
 JSON_TYPE = "application/json"
@@ -38,32 +38,6 @@ def _fastapi():
     except ImportError as exc:  # pragma: no cover - the serve extra is missing
         raise ImportError("serving needs FastAPI and uvicorn: pip install 'synthloop[serve]'") from exc
     return fastapi, starlette.concurrency
-
-
-def decode_image(data: bytes, *, max_pixels: int) -> Any:
-    """bytes -> (3, H, W) float tensor in 0..1; raises ``ValueError``/``OverflowError`` (too big)."""
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        img = Image.open(io.BytesIO(data))  # lazy: reads the header only
-    except (UnidentifiedImageError, OSError):
-        raise ValueError("the body is not a JPEG or PNG image") from None
-    if img.format not in ("JPEG", "PNG"):
-        raise ValueError(f"unsupported image format {img.format}; send JPEG or PNG")
-    w, h = img.size
-    if w * h > max_pixels:
-        raise OverflowError(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
-    try:
-        from synthloop.data.images import to_rgb
-
-        rgb = to_rgb(img)  # upright (EXIF), 16-bit and CMYK photos converted
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"the image could not be decoded ({exc})") from None
-    import numpy as np
-
-    arr = np.asarray(rgb, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
 def create_app(watcher: ChampionWatcher, serve_cfg: ServeConfig = ServeConfig(), *,

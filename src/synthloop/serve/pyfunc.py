@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,9 @@ class DetectorPyfunc(mlflow.pyfunc.PythonModel):
     """Input: a DataFrame with ``image_path`` or ``image_b64`` (base64 JPEG/PNG) per row.
 
     Output: one row per input image with ``boxes`` (list of [x1, y1, x2, y2] pixels),
-    ``labels`` (category ids, 1..C) and ``scores``.
+    ``labels`` (category ids, 1..C) and ``scores``. Images are decoded exactly as the REST
+    path decodes them (``serve.decode.decode_image``: upright, 16-bit gray not clipped, JPEG or
+    PNG only, at most ``serve.max_image_pixels``'s default), so both paths give one answer.
     """
 
     def load_context(self, context: Any) -> None:
@@ -38,20 +39,22 @@ class DetectorPyfunc(mlflow.pyfunc.PythonModel):
     # No type hints here: MLflow would try to derive a schema from them; the signature is
     # detector_signature(), given when the model is logged.
     def predict(self, context, model_input, params=None):
-        import numpy as np
         import pandas as pd
         import torch
-        from PIL import Image
 
+        from synthloop.config import ServeConfig
+        from synthloop.serve.decode import decode_image  # the REST path's decoder: EXIF, 16-bit
+
+        max_pixels = ServeConfig().max_image_pixels
         rows = []
         for _, row in model_input.iterrows():
             if isinstance(row.get("image_b64"), str):
-                img = Image.open(io.BytesIO(base64.b64decode(row["image_b64"])))
+                source = base64.b64decode(row["image_b64"])
             else:
-                img = Image.open(row["image_path"])
-            arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+                source = row["image_path"]
+            image = decode_image(source, max_pixels=max_pixels)
             with torch.inference_mode():
-                out = self.model([torch.from_numpy(arr).permute(2, 0, 1)])[0]
+                out = self.model([image])[0]
             rows.append({"boxes": out["boxes"].tolist(), "labels": out["labels"].tolist(),
                          "scores": out["scores"].tolist()})
         return pd.DataFrame(rows)
