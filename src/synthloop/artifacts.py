@@ -41,12 +41,26 @@ class QueryBatch:
     image_ids: tuple[int, ...]
     scores: tuple[float, ...]
     new_label_ids: tuple[int, ...]  # chosen ids not labeled before (these cost a label)
+    # Unlabelled candidates left out because no configured oracle can label them (the
+    # simulated oracle has no ground truth for them); stages/label_routing.py.
+    excluded: int = 0
+    # oracle name -> the new_label_ids it labels; {} (records written before routing): all
+    # go to labeling.oracle.
+    routes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["image_ids"], d["scores"] = list(self.image_ids), list(self.scores)
         d["new_label_ids"] = list(self.new_label_ids)
+        d["routes"] = {k: list(v) for k, v in self.routes.items()}
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "QueryBatch":
+        """The inverse of ``to_dict`` (a record read back from json)."""
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        d["routes"] = {k: tuple(v) for k, v in (d.get("routes") or {}).items()}
+        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -78,9 +92,30 @@ class ImprovementInterval:
     num_images: int
     seed: int
     seconds: float = 0.0
+    # class name -> (lower, upper) interval of its AP DROP (champion - candidate AP_<class>)
+    # over the same resamples (those holding a box of the class); gating/bootstrap.py
+    class_drops: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ClassDrop:
+    """One class's AP (``AP_<class>``, IoU .50:.95), champion vs candidate on the same val set.
+
+    ``drop`` = champion - candidate (positive: the candidate is worse); ``lower``/``upper``: the
+    bootstrap interval of that drop, None without a bootstrap; ``regressed``: drop exceeds
+    ``gate.max_class_drop``.
+    """
+
+    name: str
+    candidate: float
+    champion: float
+    drop: float
+    regressed: bool
+    lower: float | None = None
+    upper: float | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +124,9 @@ class GateDecision:
 
     ``champion_value`` and ``improvement`` are None when there is nothing to compare with;
     ``interval`` is the bootstrap interval the decision used, None for a point comparison.
+    ``rule``: which evidence decided (gating/decision.py RULES: "bootstrap", "point", "point
+    (allowed by config)", "no champion", "refused: could not evaluate"); ``class_drops``: the
+    per-class non-regression check, one entry per class with ground truth in both evaluations.
     """
 
     promote: bool
@@ -98,6 +136,8 @@ class GateDecision:
     champion_value: float | None
     improvement: float | None
     interval: ImprovementInterval | None = None
+    rule: str = "point"
+    class_drops: tuple[ClassDrop, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -91,6 +91,7 @@ def gate(version: str = typer.Argument(..., help="Candidate registry version (or
 
     from synthloop import tracking
     from synthloop.artifacts import EvalResult, ModelRef
+    from synthloop.gating.decision import RULE_REFUSED, RULE_RESUMED
     from synthloop.gating.registry import apply_decision
     from synthloop.stages.gate import decide
 
@@ -110,7 +111,10 @@ def gate(version: str = typer.Argument(..., help="Candidate registry version (or
                                              version=str(mv.version)), ev)
     typer.echo(json.dumps(record, indent=2, default=str))
     typer.echo(f"({time.perf_counter() - t0:.1f} s)")
-    if apply and not record["reason"].startswith("already champion"):
+    if record["rule"] == RULE_REFUSED:  # fail closed: nothing to apply, and say so loudly
+        typer.secho(f"error: {record['reason']}; no alias moved", fg="red", err=True)
+        raise typer.Exit(1)
+    if apply and record["rule"] != RULE_RESUMED:
         apply_decision(client, name, str(mv.version), promote=record["promote"])
         typer.echo("aliases moved" if record["promote"] else "challenger set; champion kept")
 

@@ -4,7 +4,9 @@ A validation set of 60 images gives AP differences of a few points by chance alo
 the IMAGES with replacement (each drawn image brings its ground truth and both models'
 detections), recompute COCO AP of candidate and champion on the same resample with the
 project's evaluation code (``evaluate_predictions``), and take percentiles of the difference.
-The gate promotes only when the interval's lower end clears ``gate.min_improvement``.
+The gate promotes only when the interval's lower end clears ``gate.min_improvement``. The same
+resamples give each class's AP drop (champion - candidate) an interval too, reported beside the
+gate's per-class non-regression check.
 
 Pure computation: no MLflow, no files. ``decide_promotion`` takes the resulting interval.
 """
@@ -70,8 +72,9 @@ def paired_bootstrap(ds: CocoDataset, candidate: Sequence[HasDetections],
     """Interval of ``metric``(candidate) - ``metric``(champion) over image resamples of ``ds``.
 
     ``candidate``/``champion``: per-image detections on ``ds`` (boxes [x1, y1, x2, y2] pixels);
-    images without an entry have no detections. Returns the interval and the (resamples, 2)
-    array of [candidate, champion] metric values per resample (for plots and tests).
+    images without an entry have no detections. Returns the interval (with the interval of
+    each class's AP drop, ``class_drops``) and the (resamples, 2) array of [candidate, champion]
+    metric values per resample (for plots and tests).
     """
     from synthloop.detection.evaluation import evaluate_predictions
 
@@ -83,20 +86,40 @@ def paired_bootstrap(ds: CocoDataset, candidate: Sequence[HasDetections],
     cand_by, champ_by = _index(candidate, ds), _index(champion, ds)
     full_cand = evaluate_predictions(ds, list(cand_by.values()))[metric]
     full_champ = evaluate_predictions(ds, list(champ_by.values()))[metric]
+    names = [str(c["name"]) for c in ds.categories]
     samples = np.empty((resamples, 2), dtype=np.float64)
+    per_class = np.full((resamples, len(names), 2), np.nan)  # NaN: no box of the class drawn
     for b, picks in enumerate(resample_indices(len(ds.images), resamples=resamples, seed=seed)):
         gt = _resampled_ground_truth(ds, picks)
         if not any(not a.iscrowd for a in gt.annotations):
             samples[b] = 0.0  # a resample without any box: neither model can score
             continue
-        samples[b, 0] = evaluate_predictions(gt, _resampled_predictions(cand_by, ds, picks))[metric]
-        samples[b, 1] = evaluate_predictions(gt, _resampled_predictions(champ_by, ds, picks))[metric]
-    diff = samples[:, 0] - samples[:, 1]
+        for m, by in enumerate((cand_by, champ_by)):
+            values = evaluate_predictions(gt, _resampled_predictions(by, ds, picks))
+            samples[b, m] = values[metric]
+            per_class[b, :, m] = [values.get(f"AP_{n}", -1.0) for n in names]
     tail = 100.0 * (1.0 - confidence) / 2.0
-    lower, upper = np.percentile(diff, [tail, 100.0 - tail])
+    lower, upper = np.percentile(samples[:, 0] - samples[:, 1], [tail, 100.0 - tail])
     interval = ImprovementInterval(
         metric=metric, candidate=float(full_cand), champion=float(full_champ),
         improvement=float(full_cand - full_champ), lower=float(lower), upper=float(upper),
         confidence=float(confidence), resamples=int(resamples), num_images=len(ds.images),
-        seed=int(seed), seconds=round(time.perf_counter() - t0, 3))
+        seed=int(seed), seconds=round(time.perf_counter() - t0, 3),
+        class_drops=_class_drop_intervals(names, per_class, tail))
     return interval, samples
+
+
+def _class_drop_intervals(names: list[str], per_class: np.ndarray, tail: float
+                          ) -> dict[str, tuple[float, float]]:
+    """name -> percentile interval of (champion - candidate) AP_<name>, over the resamples
+    that drew a box of the class. ``per_class``: (resamples, classes, 2) [candidate, champion]
+    AP, NaN or -1 where the resample holds no box of the class."""
+    per_class = np.where(per_class < 0, np.nan, per_class)
+    out = {}
+    for k, name in enumerate(names):
+        drop = per_class[:, k, 1] - per_class[:, k, 0]
+        drop = drop[np.isfinite(drop)]
+        if drop.size:
+            lo, hi = np.percentile(drop, [tail, 100.0 - tail])
+            out[name] = (float(lo), float(hi))
+    return out

@@ -1,19 +1,28 @@
 """The MLflow registry writer: the only code that moves the ``champion``/``challenger`` aliases.
 
 Deciding is ``gating.decision.decide_promotion`` (pure); this module applies a decision.
+
+A version whose registering run was killed after ``create_model_version`` (before the stage
+recorded it) is never gated: the rerun trains and registers again. ``tag_orphaned_versions``
+tags such versions ``synthloop.orphaned=true`` with the reason, so the registry does not show
+them as candidates waiting for a gate.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from synthloop import faults
+from synthloop.tracking_recovery import INTERRUPTED_TAG
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+ORPHANED_TAG = "synthloop.orphaned"
+ORPHANED_REASON_TAG = "synthloop.orphaned_reason"
+ENDED_UNFINISHED = ("KILLED", "FAILED")  # run states that never hand a version to a gate
 
 
 def register_version(client: MlflowClient, name: str, model_uri: str, run_id: str,
@@ -47,3 +56,35 @@ def apply_decision(client: MlflowClient, name: str, version: str, *, promote: bo
     faults.point("gate.alias_move")  # challenger moved, champion not yet
     if promote:
         client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def tag_orphaned_versions(client: MlflowClient, name: str, *,
+                          recorded: Collection[str] = ()) -> list[str]:
+    """Tag the versions of ``name`` that no alias and no stage record names and whose
+    registering run ended KILLED or FAILED: registered, then the process died before its
+    stage recorded the version. ``recorded``: versions named by the workspace's stage records.
+    Run it after ``tracking_recovery.mark_interrupted_runs``; returns the versions tagged now.
+    """
+    try:
+        aliased = {str(v) for v in client.get_registered_model(name).aliases.values()}
+    except MlflowException:  # no registered model yet
+        return []
+    tagged = []
+    for mv in client.search_model_versions(f"name='{name}'"):
+        version = str(mv.version)
+        if (version in aliased or version in recorded or not mv.run_id
+                or mv.tags.get(ORPHANED_TAG) == "true"):
+            continue
+        run = client.get_run(mv.run_id)
+        if run.info.status not in ENDED_UNFINISHED:
+            continue
+        reason = (f"registered by run {mv.run_id} ({run.info.run_name}), which ended "
+                  f"{run.info.status} before its stage recorded the version; never gated, "
+                  "never aliased (a rerun registers its own version)")
+        note = run.data.tags.get(INTERRUPTED_TAG)
+        if note:
+            reason += f"; run note: {note}"
+        client.set_model_version_tag(name, version, ORPHANED_TAG, "true")
+        client.set_model_version_tag(name, version, ORPHANED_REASON_TAG, reason[:4900])
+        tagged.append(version)
+    return tagged

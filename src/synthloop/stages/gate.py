@@ -5,15 +5,24 @@ evaluated on another validation-set version is re-evaluated on the candidate's s
 the two numbers always describe the same images. With ``gate.bootstrap_resamples`` > 0 both
 models' per-image detections on that set (cached by the training stage; recomputed when
 missing) give a paired bootstrap interval of the gain, and the decision uses its lower bound.
+No class's AP may drop by more than ``gate.max_class_drop`` either.
 
-MLflow: a ``gate-cycle-<t>`` run (nested in the cycle's run) holds the decision, its reason and
-interval, and a PNG of both PR curves and the bootstrap histogram.
+Fail closed: when that evidence cannot be computed (a missing val file, a checkpoint that cannot
+be downloaded or read) nothing is promoted and no alias moves; the refusal is recorded (rule
+"refused: could not evaluate") and ``run`` raises ``GateRefused``, so the cycle ends with an
+error. ``gate.allow_point_rule_on_error`` lets the point estimates decide instead, recorded so.
+
+MLflow: a ``gate-cycle-<t>`` run (nested in the cycle's run) holds the decision, the rule that
+made it, its reason and interval, and a PNG of both PR curves, the bootstrap histogram and the
+per-class AP drops.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,9 +30,9 @@ from typing import Any
 from mlflow import MlflowClient
 
 from synthloop import lineage, tracking
-from synthloop.artifacts import EvalResult, ImprovementInterval, ModelRef
+from synthloop.artifacts import ClassDrop, EvalResult, ImprovementInterval, ModelRef
 from synthloop.config import PipelineConfig
-from synthloop.gating.decision import decide_promotion
+from synthloop.gating.decision import RULE_REFUSED, RULE_RESUMED, decide_promotion
 from synthloop.gating.predictions import ImageDetections, load_predictions, predictions_path
 from synthloop.gating.registry import CHAMPION, apply_decision, get_alias_version
 from synthloop.stages.workspace import Workspace, read_record, write_record
@@ -45,47 +54,71 @@ def val_predictions(cfg: PipelineConfig, run_id: str, model_uri: str, val_md5: s
 
     path = predictions_path(Workspace.of(cfg).root, run_id, val_md5)
     if not path.exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            model = load_checkpoint(tracking.download_checkpoint(model_uri, Path(tmp)))
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                model = load_checkpoint(tracking.download_checkpoint(model_uri, Path(tmp)))
+        except Exception as exc:  # say whose checkpoint, and why predictions were needed
+            raise RuntimeError(f"no cached val predictions of run {run_id} and its checkpoint "
+                               f"({model_uri}) cannot be loaded: {describe(exc)}") from exc
         save_predictions(path, predict_with_probs_and_features(
             model, val_dataset(cfg), batch_size=cfg.active.batch_size, progress=False))
     return load_predictions(path)
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` on one line, at most 300 characters of message (for records/tags)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+
+
+def current_val(cfg: PipelineConfig, val_md5: str):
+    """data/val as a dataset, checked to be version ``val_md5``; raises ValueError if it moved."""
+    from synthloop.versioning.dvc_repo import dataset_md5
+
+    path = Workspace.of(cfg).dataset_dir("val") / "annotations.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"the validation annotations are missing: {path}")
+    now = dataset_md5(path.parent)
+    if now != val_md5:
+        raise ValueError(f"data/val is now {now}, the candidate was evaluated on {val_md5}")
+    return val_dataset(cfg)
 
 
 def reevaluate(cfg: PipelineConfig, run_id: str, model_uri: str, val_md5: str) -> dict[str, float]:
     """A model's COCO metrics on the CURRENT validation set (predictions cached for the gate)."""
     from synthloop.detection import evaluate_predictions
 
-    return evaluate_predictions(val_dataset(cfg), val_predictions(cfg, run_id, model_uri, val_md5))
+    ds = current_val(cfg, val_md5)
+    return evaluate_predictions(ds, val_predictions(cfg, run_id, model_uri, val_md5))
 
 
-def champion_eval(cfg: PipelineConfig, client: MlflowClient, candidate_eval: EvalResult
-                  ) -> tuple[Any | None, EvalResult | None]:
-    """The champion's version and its metrics on the candidate's validation set."""
-    champ = get_alias_version(client, cfg.registered_model_name, CHAMPION)
-    if champ is None:
-        return None, None
+def champion_eval(cfg: PipelineConfig, client: MlflowClient, champ: Any,
+                  candidate_eval: EvalResult) -> tuple[EvalResult, str | None]:
+    """The champion's metrics on the candidate's validation set, and None; or, when the
+    champion was evaluated on another val version and cannot be re-evaluated on this one, its
+    recorded metrics (on that other version) and why the re-evaluation failed."""
     run = client.get_run(champ.run_id)
     metrics = {k[len("val_"):]: v for k, v in run.data.metrics.items() if k.startswith("val_")}
     md5 = run.data.params.get("val.md5", "")
-    if md5 != candidate_eval.dataset_md5:
-        log.warning("champion v%s was evaluated on another validation set (%s); re-evaluating "
-                    "it on %s before comparing", champ.version, md5, candidate_eval.dataset_md5)
+    recorded = EvalResult(metrics=metrics, dataset_md5=md5, num_images=candidate_eval.num_images)
+    if md5 == candidate_eval.dataset_md5:
+        return recorded, None
+    log.warning("champion v%s was evaluated on another validation set (%s); re-evaluating "
+                "it on %s before comparing", champ.version, md5, candidate_eval.dataset_md5)
+    try:
         metrics = reevaluate(cfg, champ.run_id, champ.source, candidate_eval.dataset_md5)
-        md5 = candidate_eval.dataset_md5
-    return champ, EvalResult(metrics=metrics, dataset_md5=md5, num_images=candidate_eval.num_images)
+    except Exception as exc:  # fail closed: decide_promotion refuses on this error
+        return recorded, (f"champion v{champ.version} could not be re-evaluated on val set "
+                          f"{candidate_eval.dataset_md5}: {describe(exc)}")
+    return EvalResult(metrics=metrics, dataset_md5=candidate_eval.dataset_md5,
+                      num_images=candidate_eval.num_images), None
 
 
 def bootstrap_interval(cfg: PipelineConfig, candidate: ModelRef, champ: Any, val_md5: str
                        ) -> tuple[ImprovementInterval, Any, dict[str, Any]]:
     """Paired bootstrap of the gain on the current val set; raises when it cannot be computed."""
     from synthloop.gating.bootstrap import paired_bootstrap
-    from synthloop.versioning.dvc_repo import dataset_md5
 
-    now = dataset_md5(Workspace.of(cfg).dataset_dir("val"))
-    if now != val_md5:
-        raise ValueError(f"data/val is now {now}, the candidate was evaluated on {val_md5}")
-    ds = val_dataset(cfg)
+    ds = current_val(cfg, val_md5)
     cand = val_predictions(cfg, candidate.run_id, candidate.uri, val_md5)
     champion = val_predictions(cfg, champ.run_id, champ.source, val_md5)
     g = cfg.gate
@@ -97,34 +130,59 @@ def bootstrap_interval(cfg: PipelineConfig, candidate: ModelRef, champ: Any, val
 
 def decide(cfg: PipelineConfig, client: MlflowClient, candidate: ModelRef,
            candidate_eval: EvalResult) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Gather the evidence and decide; returns (record, evidence for the report)."""
-    champ, champ_eval = champion_eval(cfg, client, candidate_eval)
+    """Gather the evidence and decide; returns (record, evidence for the report).
+
+    Missing evidence never raises here and never promotes: a champion that cannot be
+    re-evaluated or a bootstrap that cannot be computed (missing val file, unreadable
+    checkpoint) goes to ``decide_promotion`` as ``evaluation_error``, which refuses (rule
+    "refused: could not evaluate") unless ``gate.allow_point_rule_on_error``.
+    """
+    champ = get_alias_version(client, cfg.registered_model_name, CHAMPION)
     evidence: dict[str, Any] = {"champion": champ, "candidate_run_id": candidate.run_id,
                                 "val_md5": candidate_eval.dataset_md5}
     if champ is not None and str(champ.version) == str(candidate.version):
         # A rerun after a crash between moving the alias and writing this record.
         return {"promote": True, "reason": "already champion (resumed after the alias move)",
-                "interval": None}, evidence
-    interval, note = None, None
-    if champ is not None and cfg.gate.bootstrap_resamples > 0:
+                "rule": RULE_RESUMED, "interval": None, "class_drops": []}, evidence
+    champ_eval, error, interval = None, None, None
+    if champ is not None:
+        champ_eval, error = champion_eval(cfg, client, champ, candidate_eval)
+    if champ is not None and error is None and cfg.gate.bootstrap_resamples > 0:
         try:
             interval, samples, preds = bootstrap_interval(cfg, candidate, champ,
                                                           candidate_eval.dataset_md5)
             evidence.update(preds, samples=samples)
-        except Exception as exc:  # missing weights or val files: say so, compare the points
-            note = f"bootstrap unavailable ({type(exc).__name__}: {exc}); point estimates compared"
-            log.warning("gate: %s", note)
-    decision = decide_promotion(candidate_eval, champ_eval, cfg.gate, interval=interval)
-    record = dataclasses.asdict(decision)
-    if note:
-        record["reason"] = f"{record['reason']} [{note}]"
-        record["bootstrap"] = note
-    return record, evidence
+        except Exception as exc:  # fail closed: decide_promotion refuses on this error
+            error = f"bootstrap failed: {describe(exc)}"
+    if error:
+        log.warning("gate: %s", error)
+    decision = decide_promotion(candidate_eval, champ_eval, cfg.gate, interval=interval,
+                                evaluation_error=error)
+    # as json holds it (lists, not tuples): a rerun's record read back equals this one
+    return json.loads(json.dumps(dataclasses.asdict(decision))), evidence
+
+
+class GateRefused(RuntimeError):
+    """The gate could not evaluate the candidate: nothing was promoted and no alias moved; the
+    refusal is recorded (``record``) and the cycle must end with an error. A rerun decides
+    again (the refusal is kept in ``gate_refused.json``, not in the cycle's ``gate.json``)."""
+
+    def __init__(self, record: dict[str, Any], where: str):
+        self.record = record
+        super().__init__(
+            f"cycle {record['cycle']}, candidate v{record['candidate_version']}: "
+            f"{' '.join(str(record['reason']).split())}. Nothing was promoted; recorded in "
+            f"{where}. Fix the cause and rerun to resume, or set "
+            "gate.allow_point_rule_on_error=true to let the point estimates decide")
 
 
 def run(cfg: PipelineConfig, *, cycle: int, candidate: ModelRef, candidate_eval: EvalResult,
         parent_run_id: str | None = None) -> dict[str, Any]:
-    """Decide and apply; returns the decision record (also written to the cycle's state)."""
+    """Decide and apply; returns the decision record (also written to the cycle's state).
+
+    Raises ``GateRefused`` (after recording it in MLflow and in ``gate_refused.json``) when
+    the evidence could not be computed: the cycle fails instead of promoting on a guess.
+    """
     record_path = Workspace.of(cfg).cycle_dir(cycle) / "gate.json"
     done = read_record(record_path)
     if done:
@@ -132,7 +190,8 @@ def run(cfg: PipelineConfig, *, cycle: int, candidate: ModelRef, candidate_eval:
     exp_id = tracking.setup(cfg)
     client = MlflowClient()
     record, evidence = decide(cfg, client, candidate, candidate_eval)
-    if not record["reason"].startswith("already champion"):
+    refused = record["rule"] == RULE_REFUSED
+    if record["rule"] != RULE_RESUMED and not refused:
         apply_decision(client, cfg.registered_model_name, str(candidate.version),
                        promote=record["promote"])
     champ = evidence["champion"]
@@ -140,24 +199,33 @@ def run(cfg: PipelineConfig, *, cycle: int, candidate: ModelRef, candidate_eval:
                   champion_version_before=None if champ is None else str(champ.version))
     for run_id in filter(None, (candidate.run_id, parent_run_id)):
         client.set_tag(run_id, "gate.promote", str(record["promote"]))
+        client.set_tag(run_id, "gate.rule", record["rule"])
         client.set_tag(run_id, "gate.reason", record["reason"][:5000])
         client.log_metric(run_id, "promoted", float(record["promote"]))
     if parent_run_id:
         client.log_dict(parent_run_id, record, "gate_decision.json")
-    log_gate_run(cfg, client, exp_id, record, evidence, parent_run_id)
+    gate_run_id = log_gate_run(cfg, client, exp_id, record, evidence, parent_run_id)
+    if refused:
+        refused_path = record_path.with_name("gate_refused.json")
+        write_record(refused_path, record)
+        if parent_run_id:  # the cycle ends here; a rerun reuses this run and finishes it
+            client.set_terminated(parent_run_id, status="FAILED")
+        log.error("gate (cycle %d): %s", cycle, record["reason"])
+        raise GateRefused(record, f"{refused_path} and MLflow run {gate_run_id}")
     write_record(record_path, record)
-    log.info("gate (cycle %d): %s - %s", cycle, "PROMOTED" if record["promote"] else "kept champion",
+    log.info("gate (cycle %d): %s by rule %r - %s", cycle,
+             "PROMOTED" if record["promote"] else "kept champion", record["rule"],
              record["reason"])
     return record
 
 
 def log_gate_run(cfg: PipelineConfig, client: MlflowClient, exp_id: str, record: dict[str, Any],
-                 evidence: dict[str, Any], parent_run_id: str | None) -> None:
-    """A ``gate-cycle-<t>`` run: params of the gate, the interval as metrics, decision + plot."""
-    from synthloop.gating.report import gate_figure
-
+                 evidence: dict[str, Any], parent_run_id: str | None) -> str:
+    """A ``gate-cycle-<t>`` run: params of the gate, the interval and per-class drops as
+    metrics, the decision (with the rule that made it) and the plot; returns its run id. A
+    refused gate's run ends FAILED."""
     tags = {"stage": "gate", "cycle": str(record["cycle"]),
-            "gate.promote": str(record["promote"]),
+            "gate.promote": str(record["promote"]), "gate.rule": record["rule"],
             **lineage.run_tags(cfg, datasets={})}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
@@ -166,9 +234,22 @@ def log_gate_run(cfg: PipelineConfig, client: MlflowClient, exp_id: str, record:
     g = cfg.gate
     for key, value in {"metric": g.metric, "min_improvement": g.min_improvement,
                        "bootstrap_resamples": g.bootstrap_resamples, "confidence": g.confidence,
+                       "max_class_drop": g.max_class_drop,
+                       "allow_point_rule_on_error": g.allow_point_rule_on_error,
                        "candidate_version": record["candidate_version"],
                        "champion_version_before": record["champion_version_before"]}.items():
         client.log_param(rid, f"gate.{key}", value)
+    for key, value in gate_metrics(record).items():
+        client.log_metric(rid, key, value)
+    client.log_dict(rid, record, "gate_decision.json")
+    client.log_text(rid, record["reason"], "gate_reason.txt")
+    log_gate_figure(cfg, client, rid, record, evidence)
+    client.set_terminated(rid, status="FAILED" if record["rule"] == RULE_REFUSED else "FINISHED")
+    return rid
+
+
+def gate_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """MLflow metrics of a decision record: values, interval, and each class's AP drop."""
     metrics = {"promoted": float(record["promote"])}
     for key in ("candidate_value", "champion_value", "improvement"):
         if record.get(key) is not None:
@@ -177,10 +258,19 @@ def log_gate_run(cfg: PipelineConfig, client: MlflowClient, exp_id: str, record:
     if interval:
         metrics.update(gate_ci_lower=interval["lower"], gate_ci_upper=interval["upper"],
                        gate_bootstrap_seconds=interval["seconds"])
-    for key, value in metrics.items():
-        client.log_metric(rid, key, value)
-    client.log_dict(rid, record, "gate_decision.json")
-    client.log_text(rid, record["reason"], "gate_reason.txt")
+    for d in record.get("class_drops") or ():
+        key = "gate_class_drop_" + re.sub(r"[^\w\-. /]", "_", d["name"])
+        metrics[key] = float(d["drop"])
+        if d.get("lower") is not None and d.get("upper") is not None:
+            metrics.update({f"{key}_lower": float(d["lower"]), f"{key}_upper": float(d["upper"])})
+    return metrics
+
+
+def log_gate_figure(cfg: PipelineConfig, client: MlflowClient, rid: str, record: dict[str, Any],
+                    evidence: dict[str, Any]) -> None:
+    """``gate_report.png``: PR curves, the bootstrap histogram, the per-class AP drops."""
+    from synthloop.gating.report import gate_figure
+
     if "ds" not in evidence:  # no bootstrap: still show the candidate's PR curve when we can
         try:
             path = predictions_path(Workspace.of(cfg).root, evidence["candidate_run_id"],
@@ -190,13 +280,17 @@ def log_gate_run(cfg: PipelineConfig, client: MlflowClient, exp_id: str, record:
                                 champion_preds=None)
         except Exception as exc:  # the report is a courtesy: never fail the gate over it
             log.warning("gate: no PR curve (%s)", exc)
-    if "ds" in evidence:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = gate_figure(Path(tmp) / "gate_report.png", evidence["ds"],
-                               evidence["candidate_preds"], evidence["champion_preds"],
-                               labels=(f"candidate v{record['candidate_version']}",
-                                       f"champion v{record['champion_version_before']}"),
-                               interval=ImprovementInterval(**interval) if interval else None,
-                               samples=evidence.get("samples"), min_improvement=g.min_improvement)
-            client.log_artifact(rid, str(path))
-    client.set_terminated(rid)
+    drops = [ClassDrop(**d) for d in record.get("class_drops") or ()]
+    if "ds" not in evidence and not drops:
+        return
+    interval = record.get("interval")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = gate_figure(Path(tmp) / "gate_report.png", evidence.get("ds"),
+                           evidence.get("candidate_preds"), evidence.get("champion_preds"),
+                           labels=(f"candidate v{record['candidate_version']}",
+                                   f"champion v{record['champion_version_before']}"),
+                           interval=ImprovementInterval(**interval) if interval else None,
+                           samples=evidence.get("samples"),
+                           min_improvement=cfg.gate.min_improvement, class_drops=drops,
+                           max_class_drop=cfg.gate.max_class_drop, rule=record["rule"])
+        client.log_artifact(rid, str(path))

@@ -79,7 +79,8 @@ def check(cfg: PipelineConfig, *, ingest_result: dict[str, Any] | None = None) -
     client = MlflowClient()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run = client.create_run(exp_id, run_name=f"monitor-{stamp}",
-                            tags={"stage": "monitor", **lineage.run_tags(cfg, datasets={})})
+                            tags={"stage": "monitor", **lineage.run_tags(cfg, datasets={}),
+                                  **tracking.process_tags()})
     rid = run.info.run_id
     base = baseline(cfg)
     new_ids = [i for i in pool_ids(cfg) if i not in base]

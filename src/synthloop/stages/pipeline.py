@@ -13,11 +13,11 @@ from typing import Any, Callable
 
 from mlflow import MlflowClient
 
-from synthloop import lineage, tracking
+from synthloop import lineage, tracking, tracking_recovery
 from synthloop.artifacts import DatasetRef, ModelRef
 from synthloop.config import PipelineConfig
 from synthloop.gating.cycle_lock import cycle_lock
-from synthloop.gating.registry import CHAMPION, get_alias_version
+from synthloop.gating.registry import CHAMPION, get_alias_version, tag_orphaned_versions
 from synthloop.stages import finetune, gate, label, pretrain, query, render, score
 from synthloop.stages.workspace import Workspace, read_record, write_record
 from synthloop.versioning.remote import commit_and_push
@@ -70,21 +70,25 @@ def finished_cycle(cfg: PipelineConfig, cycle: int) -> tuple[ModelRef, CycleSumm
     if not (cand and gate_rec and lab):
         return None
     model = ModelRef(**cand["model"])
+    metrics = {**cand["eval"]["metrics"],
+               **{k: v for k, v in model.metrics.items() if k.startswith("train_")}}
     return model, CycleSummary(cycle, int(lab["total"]), len(lab["new"]),
-                               dict(cand["eval"]["metrics"]), bool(gate_rec["promote"]),
+                               metrics, bool(gate_rec["promote"]),
                                str(model.version), gate_rec["reason"])
 
 
 def cycle_run_id(cfg: PipelineConfig, cycle: int) -> str:
-    """The parent MLflow run of a cycle (created once; reused when a crashed cycle reruns)."""
+    """The parent MLflow run of a cycle (created once; reopened when a crashed cycle reruns)."""
     path = Workspace.of(cfg).cycle_dir(cycle) / "run.json"
     rec = read_record(path)
-    if rec:
-        return rec["run_id"]
     exp_id = tracking.setup(cfg)
+    if rec:
+        tracking_recovery.reopen_run(MlflowClient(), rec["run_id"])
+        return rec["run_id"]
     a = cfg.active
     run = MlflowClient().create_run(exp_id, run_name=f"cycle-{cycle}",
-                                    tags={"stage": "cycle", "cycle": str(cycle)})
+                                    tags={"stage": "cycle", "cycle": str(cycle),
+                                          **tracking.process_tags()})
     client = MlflowClient()
     for key, value in {"strategy": a.strategy, "aggregation": a.aggregation, "k": a.k,
                        "beta": a.beta, "scope": a.scope, "seed": a.seed + cycle}.items():
@@ -116,7 +120,8 @@ def run_cycle(cfg: PipelineConfig, cycle: int, *, previous: ModelRef, data: dict
     for k, v in ev.metrics.items():
         client.log_metric(parent, f"val_{k}", v)
     client.set_terminated(parent)
-    return candidate, CycleSummary(cycle, labeled.num_images, len(batch.new_label_ids), ev.metrics,
+    metrics = {**ev.metrics, **{k: v for k, v in candidate.metrics.items() if k.startswith("train_")}}
+    return candidate, CycleSummary(cycle, labeled.num_images, len(batch.new_label_ids), metrics,
                                    bool(decision["promote"]), str(candidate.version),
                                    decision["reason"])
 
@@ -131,7 +136,28 @@ def run_pipeline(cfg: PipelineConfig, *, runner: Runner = call, cycles: int | No
     with cycle_lock(Workspace.of(cfg).root / "state", trigger="pipeline",
                     wait_s=cfg.trigger.lock_wait_s):
         Workspace.of(cfg).sweep_partial_files()  # a killed run's temp files (we hold the lock)
+        close_interrupted(cfg)
         return _run_pipeline(cfg, runner=runner, cycles=cycles, progress=progress)
+
+
+def recorded_versions(cfg: PipelineConfig) -> set[str]:
+    """Registry versions the workspace's stage records name (M0 and every cycle's candidate)."""
+    records = (read_record(p) for p in Workspace.of(cfg).root.glob("state/cycle_*/candidate.json"))
+    return {str(rec["model"]["version"]) for rec in records if rec}
+
+
+def close_interrupted(cfg: PipelineConfig) -> None:
+    """What a killed run left open in MLflow: end its RUNNING runs as KILLED, tag the versions
+    it registered but no stage recorded as orphaned. Call holding the cycle lock, before any
+    stage (a live process's runs are left alone, see tracking_recovery.py)."""
+    exp_id = tracking.setup(cfg)
+    client = MlflowClient()
+    tracking_recovery.mark_interrupted_runs(client, exp_id)
+    orphans = tag_orphaned_versions(client, cfg.registered_model_name,
+                                    recorded=recorded_versions(cfg))
+    if orphans:
+        log.warning("registry: versions %s of %s were registered by killed runs and never "
+                    "gated; tagged orphaned", ", ".join(orphans), cfg.registered_model_name)
 
 
 def _run_pipeline(cfg: PipelineConfig, *, runner: Runner, cycles: int | None,
@@ -168,4 +194,11 @@ def format_table(rows: list[CycleSummary]) -> str:
                      f"{r.metrics.get('AP', float('nan')):>6.3f}  "
                      f"{r.metrics.get('AP50', float('nan')):>6.3f}  {r.model_version:>7}  "
                      f"{'yes' if r.promoted else 'no'}")
+    for r in rows:  # a time cap is a machine-speed accident: say it where the numbers are
+        if r.metrics.get("train_time_capped"):
+            what = "pretraining" if r.cycle == 0 else f"cycle {r.cycle}'s fine-tuning"
+            lines.append(f"NOTE: {what} hit its time cap after {r.metrics['train_steps']:.0f} of "
+                         f"{r.metrics['train_planned_steps']:.0f} planned steps, so its AP is lower "
+                         f"than the recipe gives (raise max_minutes in the pipeline, or run on a "
+                         f"less busy machine)")
     return "\n".join(lines)

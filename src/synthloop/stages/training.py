@@ -59,8 +59,13 @@ def train_evaluate_register(cfg: PipelineConfig, *, run_name: str, tags: dict[st
         seed_everything(train_cfg.seed)
         model = build_detector(cfg=cfg.detector, num_classes=num_classes)
     val_ds = CocoDataset.load(val.annotations, val.image_root)
+    # The pretrained backbone file's sha256 travels in every checkpoint of its descendants.
+    backbone_sha = (getattr(model, "backbone_weights_sha256", None)
+                    or getattr(model, "checkpoint_extra", {}).get("backbone_weights_sha256"))
+    if backbone_sha:
+        tags = {**tags, "lineage.backbone_weights_sha256": backbone_sha}
     client = MlflowClient()
-    run_tags = dict(tags)
+    run_tags = {**tags, **tracking.process_tags()}  # the run's owner; not the version's tags
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
     with mlflow.start_run(run_name=run_name, tags=run_tags) as run:
@@ -100,6 +105,15 @@ def train_evaluate_register(cfg: PipelineConfig, *, run_name: str, tags: dict[st
         result = train(model, train_ds, cfg=train_cfg, val_ds=stop_ds, checkpoint_dir=checkpoint_dir,
                        progress=progress, on_epoch=on_epoch)
         train_s = time.perf_counter() - t0
+        # Said in the report when a time cap, not the step budget, ended training.
+        planned = train_cfg.epochs * -(-len(train_ds.images) // train_cfg.batch_size)
+        train_stats = {"train_steps": float(result.steps), "train_planned_steps": float(planned),
+                       "train_time_capped": float(result.stop_reason == "max_minutes")}
+        if result.stop_reason == "max_minutes":
+            log.warning("%s: stopped at its %.0f-minute cap after %d of %d steps; the model is "
+                        "undertrained (raise %s.max_minutes or use a faster machine)", run_name,
+                        train_cfg.max_minutes, result.steps, planned,
+                        "pretrain" if run_name == "pretrain" else "finetune")
         # Keep the per-image detections: the gate bootstraps AP from them (no second pass).
         predictions = predict_with_probs_and_features(model, val_ds, progress=False,
                                                       batch_size=cfg.active.batch_size)
@@ -109,10 +123,11 @@ def train_evaluate_register(cfg: PipelineConfig, *, run_name: str, tags: dict[st
         ev = EvalResult(metrics={k: float(v) for k, v in metrics.items()}, dataset_md5=val.md5,
                         num_images=len(val_ds.images))
         mlflow.log_metrics({f"val_{k}": v for k, v in ev.metrics.items()})
-        mlflow.log_metrics({"train_seconds": train_s, "train_steps": float(result.steps)})
+        mlflow.log_metrics({"train_seconds": train_s, **train_stats})
         ckpt = checkpoint_dir / tracking.CHECKPOINT_NAME
         save_checkpoint(model, ckpt, cfg=cfg.detector, num_classes=num_classes,
-                        extra={"class_names": cfg.class_names})
+                        extra={"class_names": cfg.class_names,
+                               **({"backbone_weights_sha256": backbone_sha} if backbone_sha else {})})
         model_uri = tracking.log_detector(ckpt)
         version = register_version(client, cfg.registered_model_name, model_uri, run.info.run_id,
                                    tags={**tags, "val_AP": f"{ev.metrics.get('AP', 0.0):.4f}",
@@ -120,5 +135,5 @@ def train_evaluate_register(cfg: PipelineConfig, *, run_name: str, tags: dict[st
         log.info("%s: val AP %.3f AP50 %.3f (%d steps, %.0f s) -> registry version %s", run_name,
                  ev.metrics.get("AP", 0.0), ev.metrics.get("AP50", 0.0), result.steps, train_s, version)
     ref = ModelRef(run_id=run.info.run_id, uri=model_uri, version=version,
-                   metrics=dict(ev.metrics))
+                   metrics={**ev.metrics, **train_stats})
     return ref, ev
