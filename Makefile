@@ -9,7 +9,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export MLFLOW_ENABLE_ASYNC_LOGGING := false
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: setup demo demo-local test test-fast test-faults bench lint clean labelstudio bench-scaleout
+.PHONY: setup demo demo-local demo-proxy test test-fast test-faults bench lint clean labelstudio bench-scaleout
 
 setup: $(VENV)/.installed $(RENDER_VENV)/.installed
 
@@ -50,13 +50,19 @@ $(VENV)/.installed-mmdet: $(VENV)/.installed scripts/setup_mmdet.sh constraints-
 bench-scaleout: setup
 	$(PY) benchmarks/scaleout_bench.py
 
-## demo: render, pretrain M0 and run DAL cycles as a Prefect flow (about 20 min on 2 cores)
+## demo: the method on REAL photos (pipelines/bolts.yaml): render the fastener CAD, pretrain M0
+## (ImageNet EfficientNet-Lite0), 3 DBAL cycles on the 75 real pool photos with the simulated
+## oracle, gated on the 15 real validation photos; a Prefect flow (budget: 30 min on 2 cores)
 demo: setup
-	$(PY) flows/demo.py pipelines/demo.yaml
+	$(PY) flows/demo.py pipelines/bolts.yaml
 
 ## demo-local: the same pipeline without Prefect
 demo-local: setup
-	$(VENV)/bin/synthloop demo --config pipelines/demo.yaml
+	$(VENV)/bin/synthloop demo --config pipelines/bolts.yaml
+
+## demo-proxy: the turbine-blade pipeline (renders only: a rendered proxy of real photos)
+demo-proxy: setup
+	$(PY) flows/demo.py pipelines/demo.yaml
 
 ## test: the whole suite (unit, integration, and the toy-size end-to-end run)
 # labelstudio: ~1.5 min and ~1 GB once; the Label Studio round-trip test skips without it.

