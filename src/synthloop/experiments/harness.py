@@ -1,15 +1,24 @@
 """The paper's experiment grid on any pipeline: ``synthloop experiment``.
 
-Settings: ``R`` (real images only, starting from the configured weights: COCO for users with
-internet, from scratch here) and ``S+R`` (starting from the synthetic model M0_S, the
-pipeline's pretrain stage). Single-cycle runs: every (setting, strategy, seed, k) picks k pool
-images with the strategy scored by the starting model, "labels" them with the pool's ground
-truth (the simulated oracle) and fine-tunes a fixed step budget; a multi-cycle run repeats
-score -> select -> fine-tune from the previous model. Every run is evaluated (COCO AP) on the
-pipeline's validation set, which is never trained on, and is an MLflow run nested under the
-experiment's parent run. Results go to ``<workspace>/experiments/<scale>/``: one JSON record a
-run (finished runs are skipped on a rerun), ``results.json``, ``table.md`` (shaped like the
-paper's Table A1) and ``fig6.png`` / ``fig8.png`` (shaped like its Figures 6 and 8).
+Settings: ``R`` (real images only, starting from the configured weights: COCO or ImageNet
+backbones where configured, else from scratch) and ``S+R`` (starting from the synthetic model
+M0_S, the pipeline's pretrain stage, trained on renders only). Single-cycle runs: every
+(setting, strategy, k, seed, fold) picks k pool images with the strategy scored by the starting
+model, "labels" them with the pool's ground truth (the simulated oracle) and fine-tunes; a
+multi-cycle chain (one a seed and fold) repeats score -> select -> fine-tune from the previous
+model. The seed seeds the fine-tuning, random's pick and DBAL's k-means. The budget grows with
+the labelled set (``finetune_epochs`` over it, at least ``min_steps``) or is fixed
+(``finetune_steps``); nothing early-stops on the validation set, which is never trained on.
+
+Folds (``experiment.folds`` > 1): pool and validation photos are pooled and split in memory
+(experiments/folds.py); each fold is the validation set once, the rest the pool, and every
+cell runs once per fold. M0_S is shared (renders only); its scores cover all the photos.
+
+Every run is evaluated (COCO AP) and is an MLflow run nested under the experiment's parent run.
+Results go to ``<workspace>/experiments/<scale>/``: one JSON record a run (finished runs are
+skipped on a rerun while their settings and fold are unchanged), ``results.json`` (with
+standard errors, bootstrap intervals and the labels each strategy needs to match random:
+experiments/analysis.py), ``table.md`` and ``fig6.png`` / ``fig8.png`` (experiments/report.py).
 
 R runs use ``random`` only, like the paper: margin or DBAL need a model that already detects
 the parts, and an R model has seen none before its first labels.
@@ -18,10 +27,9 @@ the parts, and an R model has seen none before its first labels.
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,10 +38,13 @@ import numpy as np
 from mlflow import MlflowClient
 from tqdm.auto import tqdm
 
-from synthloop import tracking
+from synthloop import tracking, tracking_recovery
 from synthloop.active import get_strategy
-from synthloop.config import ExperimentConfig, PipelineConfig, TrainConfig
+from synthloop.config import PipelineConfig, TrainConfig
 from synthloop.data.coco import CocoDataset
+from synthloop.experiments.folds import Fold, names_digest, rotation_folds, union_dataset
+from synthloop.experiments.grid import (RunResult, RunSpec, finetune_budget, fold_indices, grid,
+                                        multi_cycle_chains)
 from synthloop.io_utils import atomic_write_text
 from synthloop.stages import pretrain, score
 from synthloop.stages.pipeline import prepare_data
@@ -42,52 +53,6 @@ from synthloop.stages.workspace import Workspace, read_record, write_record
 log = logging.getLogger(__name__)
 UNCERTAINTY = ("margin", "entropy", "least_confidence", "dbal")
 _NOT_RESULTS = {"monitor_val", "num_threads"}  # settings that do not change a run's numbers
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One cell of the grid. ``cycle`` 0 is a single-cycle run; multi-cycle runs count 1..n."""
-
-    setting: str  # "R" or "S+R"
-    strategy: str
-    seed: int
-    k: int
-    cycle: int = 0
-
-    @property
-    def key(self) -> str:
-        tail = f"-c{self.cycle}" if self.cycle else ""
-        return f"{self.setting.replace('+', '')}-{self.strategy}-s{self.seed}-k{self.k}{tail}"
-
-
-@dataclass
-class RunResult:
-    spec: dict[str, Any]
-    labels_total: int
-    labels_new: int
-    metrics: dict[str, float]
-    train_seconds: float
-    steps: int
-    selected: list[int]
-    select_seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def grid(exp: ExperimentConfig) -> list[RunSpec]:
-    """The single-cycle runs, in the order they run (cheap settings first)."""
-    specs: list[RunSpec] = []
-    for setting in exp.settings:
-        strategies = exp.real_only_strategies if setting == "R" else exp.strategies
-        for strategy in strategies:
-            seeds = exp.random_seeds if strategy == "random" else [exp.random_seeds[0]]
-            for k in exp.ks:
-                specs.extend(RunSpec(setting, strategy, seed, k) for seed in seeds)
-    return specs
-
-
-def steps_to_epochs(steps: int, num_images: int, batch_size: int) -> int:
-    per_epoch = max(1, math.ceil(num_images / batch_size))
-    return max(1, math.ceil(steps / per_epoch))
 
 
 class Harness:
@@ -109,11 +74,19 @@ class Harness:
     def prepare(self) -> None:
         cfg = self.cfg
         refs = prepare_data(cfg)
-        self.val = CocoDataset.load(refs["val"].annotations, refs["val"].image_root)
-        pool_images = refs["pool"].image_root
-        self.pool_gt = CocoDataset.load(self.ws.oracle / "pool.json", pool_images)
-        self.pool_ids = [im.id for im in self.pool_gt.images]
+        val = CocoDataset.load(refs["val"].annotations, refs["val"].image_root)
+        pool = CocoDataset.load(self.ws.oracle / "pool.json", refs["pool"].image_root)
+        self.folds = {f.index: f for f in rotation_folds(pool, val, folds=self.exp.folds,
+                                                          seed=self.exp.fold_seed)}
+        # M0_S scores every photo any fold may pick from, once
+        self.m0_pool = pool if self.exp.folds == 1 else union_dataset(pool, val)
+        self.m0_scores = "m0_s" if self.exp.folds == 1 else f"m0_s-{names_digest(self.m0_pool)}"
+        smallest = min(len(f.pool.images) for f in self.folds.values())
+        if max(self.exp.ks) > smallest:
+            raise ValueError(f"k = {max(self.exp.ks)} is more than the {smallest} images of the "
+                             "smallest pool; lower experiment ks or folds")
         self.m0_path = self.root / "models" / "m0_s.pt"
+        self.m0_metrics: dict[int, dict[str, float]] = {}
         if "S+R" in self.exp.settings or self.exp.multi_cycle is not None:
             m0 = pretrain.run(cfg, refs["synthetic"], refs["val"], progress=self.progress)
             if not self.m0_path.exists():
@@ -123,31 +96,39 @@ class Harness:
                     tmp_dst = self.m0_path.with_suffix(".tmp")
                     tmp_dst.write_bytes(got.read_bytes())
                     tmp_dst.replace(self.m0_path)
-            self.m0_metrics = self._evaluate_file(self.m0_path, "m0_s.json")
+            self.m0_metrics = {i: self._evaluate_m0(f) for i, f in self.folds.items()}
 
-    def _evaluate_file(self, path: Path, record: str) -> dict[str, float]:
+    def _evaluate_m0(self, fold: Fold) -> dict[str, float]:
         from synthloop.detection import evaluate, load_checkpoint
 
-        rec = read_record(self.root / record)
-        if rec:
+        path = self.root / ("m0_s.json" if fold.index == 0 else f"m0_s-f{fold.index}.json")
+        rec = read_record(path)
+        if rec and rec.get("fold") == fold.tag:
             return rec["metrics"]
-        model = load_checkpoint(path)
-        metrics = evaluate(model, self.val, batch_size=2, progress=self.progress)
-        write_record(self.root / record, {"metrics": metrics})
+        model = load_checkpoint(self.m0_path)
+        metrics = evaluate(model, fold.val, batch_size=2, progress=self.progress)
+        write_record(path, {"metrics": metrics, "fold": fold.tag})
         return metrics
 
     # ----------------------------------------------------------------- scoring
-    def _scores(self, model_path: Path, name: str, ids: list[int]):
+    def _scores(self, model_path: Path, name: str, ds: CocoDataset, ids: list[int]):
+        """(probs, features) of the images ``ids`` of ``ds``, cached as ``scores-<name>``."""
         from synthloop.detection import load_checkpoint, predict_with_probs_and_features
 
         path = self.root / "models" / f"scores-{name}.npz"
         if not path.exists():
             net = load_checkpoint(model_path)
-            out = predict_with_probs_and_features(net, self.pool_gt.without_annotations().subset(ids),
+            wanted = [im.id for im in ds.images] if name == self.m0_scores else ids
+            out = predict_with_probs_and_features(net, ds.without_annotations().subset(wanted),
                                                   batch_size=self.cfg.active.batch_size,
                                                   progress=self.progress)
             score.save_scores(path, out)
-        return score.load_scores(path)
+        sid, probs, feats = score.load_scores(path)
+        where = {int(i): n for n, i in enumerate(sid)}
+        if any(i not in where for i in ids):
+            raise RuntimeError(f"scores {name} are for other images; delete {path}")
+        rows = [where[i] for i in ids]
+        return [probs[r] for r in rows], feats[rows]
 
     def _strategy(self, name: str):
         a = self.cfg.active
@@ -158,9 +139,9 @@ class Harness:
             params["beta"] = a.beta
         return get_strategy(name, **params)
 
-    def _select(self, spec: RunSpec, model_path: Path | None, labeled: set[int],
-                score_name: str) -> tuple[list[int], float]:
-        ids = list(self.pool_ids)
+    def _select(self, spec: RunSpec, fold: Fold, model_path: Path | None, labeled: set[int],
+                ) -> tuple[list[int], float]:
+        ids = [im.id for im in fold.pool.images]
         if self.cfg.active.scope == "unlabeled":
             ids = [i for i in ids if i not in labeled]
         strategy = self._strategy(spec.strategy)
@@ -168,41 +149,40 @@ class Harness:
         if spec.strategy != "random":
             if model_path is None:
                 raise ValueError(f"{spec.key}: strategy {spec.strategy} needs a model to score with")
-            sid, probs, feats = self._scores(model_path, score_name, ids)
-            if sid != ids:
-                raise RuntimeError(f"scores {score_name} are for other images; delete it")
+            if model_path == self.m0_path:
+                probs, feats = self._scores(model_path, self.m0_scores, self.m0_pool, ids)
+            else:
+                probs, feats = self._scores(model_path, spec.key, fold.pool, ids)
         started = time.perf_counter()
         sel = strategy.select(ids, probs, feats, k=spec.k, rng_seed=spec.seed,
                               labeled_ids=frozenset(labeled))
         return [int(i) for i in sel.image_ids], time.perf_counter() - started
 
     # ----------------------------------------------------------------- training
-    def _train_cfg(self, setting: str, num_images: int) -> TrainConfig:
+    def _train_cfg(self, setting: str, num_images: int, seed: int) -> TrainConfig:
         # Each setting trains with the recipe meant for its starting point: R starts from the
         # configured weights (the pretrain recipe), S+R from M0_S (the fine-tune recipe).
         base = self.cfg.pretrain if setting == "R" else self.cfg.finetune
-        steps = self.exp.finetune_steps
-        epochs = base.epochs if steps is None else steps_to_epochs(steps, num_images, base.batch_size)
+        epochs, _ = finetune_budget(num_images, base.batch_size, epochs=self.exp.finetune_epochs,
+                                    steps=self.exp.finetune_steps, min_steps=self.exp.min_steps)
         return base.model_copy(update={"epochs": epochs, "max_minutes": None,
-                                       "eval_every_epochs": epochs})
+                                       "eval_every_epochs": epochs, "seed": base.seed + seed})
 
-    def _finetune(self, spec: RunSpec, init: Path | None, labeled: list[int],
-                  out: Path) -> tuple[dict[str, float], float, int]:
-        from synthloop.detection import build_detector, evaluate, load_checkpoint, train
+    def _finetune(self, spec: RunSpec, fold: Fold, init: Path | None, labeled: list[int],
+                  out: Path | None) -> tuple[dict[str, float], float, int]:
+        from synthloop.detection import (build_detector, evaluate, load_checkpoint,
+                                         save_checkpoint, train)
 
         model = (load_checkpoint(init) if init is not None else
                  build_detector(cfg=self.cfg.detector, num_classes=len(self.cfg.class_names)))
-        train_ds = self.pool_gt.subset(sorted(labeled))
-        tcfg = self._train_cfg(spec.setting, len(train_ds.images))
-        tcfg = tcfg.model_copy(update={"seed": tcfg.seed + spec.seed})
+        train_ds = fold.pool.subset(sorted(labeled))
+        tcfg = self._train_cfg(spec.setting, len(train_ds.images), spec.seed)
         with tempfile.TemporaryDirectory() as ckdir:
             result = train(model, train_ds, cfg=tcfg, val_ds=None, checkpoint_dir=Path(ckdir),
                            progress=self.progress)
-            metrics = evaluate(model, self.val, batch_size=2, progress=self.progress)
-            if out is not None:
-                from synthloop.detection import save_checkpoint
-
-                save_checkpoint(model, out, cfg=model.detector_cfg, num_classes=model.num_classes)
+        metrics = evaluate(model, fold.val, batch_size=2, progress=self.progress)
+        if out is not None:
+            save_checkpoint(model, out, cfg=model.detector_cfg, num_classes=model.num_classes)
         return metrics, result.seconds, result.steps
 
     # ----------------------------------------------------------------- runs
@@ -219,100 +199,116 @@ class Harness:
             mlflow.log_metric("train_seconds", res.train_seconds)
             mlflow.log_dict({"selected": res.selected}, "selected.json")
 
-    def _fingerprint(self) -> str:
+    def _fingerprint(self, fold: Fold) -> str:
         """What a finished run's numbers depend on besides its spec: a change reruns it."""
         import hashlib
         import json
 
+        e = self.exp
         blob = json.dumps([self.cfg.detector.model_dump(mode="json"),
                            self.cfg.pretrain.model_dump(mode="json", exclude=_NOT_RESULTS),
                            self.cfg.finetune.model_dump(mode="json", exclude=_NOT_RESULTS),
                            self.cfg.active.model_dump(mode="json", include={"aggregation", "beta", "scope"}),
-                           self.exp.finetune_steps], sort_keys=True)
+                           [e.finetune_steps, e.finetune_epochs, e.min_steps], fold.tag],
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def _done(self, spec: RunSpec) -> RunResult | None:
         rec = read_record(self._record_path(spec))
         if not rec:
             return None
-        if rec.get("extra", {}).get("fingerprint") != self._fingerprint():
-            self.say(f"{spec.key}: settings changed since it ran; running it again")
+        if rec.get("extra", {}).get("fingerprint") != self._fingerprint(self.folds[spec.fold]):
+            self.say(f"{spec.key}: settings or fold changed since it ran; running it again")
             return None
         return RunResult(**rec)
+
+    def _finish(self, parent: str, spec: RunSpec, res: RunResult) -> RunResult:
+        self._log_run(parent, spec, res)
+        write_record(self._record_path(spec), asdict(res))
+        return res
 
     def run_single(self, spec: RunSpec, parent: str) -> RunResult:
         done = self._done(spec)
         if done:
             return done
+        fold = self.folds[spec.fold]
         init = self.m0_path if spec.setting == "S+R" else None
-        chosen, sel_s = self._select(spec, init, set(), "m0_s")
-        metrics, seconds, steps = self._finetune(spec, init, chosen, None)
-        res = RunResult(asdict(spec), len(chosen), len(chosen), metrics, seconds, steps, chosen,
-                        sel_s, extra={"fingerprint": self._fingerprint()})
-        self._log_run(parent, spec, res)
-        write_record(self._record_path(spec), asdict(res))
-        return res
+        chosen, sel_s = self._select(spec, fold, init, set())
+        metrics, seconds, steps = self._finetune(spec, fold, init, chosen, None)
+        return self._finish(parent, spec, RunResult(
+            asdict(spec), len(chosen), len(chosen), metrics, seconds, steps, chosen, sel_s,
+            extra={"fingerprint": self._fingerprint(fold)}))
 
-    def run_multi(self, parent: str) -> list[RunResult]:
-        mc = self.exp.multi_cycle
+    def run_chain(self, chain: list[RunSpec], parent: str) -> list[RunResult]:
+        """Cycles 1..n of one seed and fold, each from the previous cycle's model. Only the
+        newest checkpoint of a chain is kept; a rerun continues from it (or starts over)."""
+        fold = self.folds[chain[0].fold]
+        ckpt = {s.cycle: self.root / "models" / f"{s.key}.pt" for s in chain}
         out: list[RunResult] = []
-        model_path, labeled = self.m0_path, []
-        for t in range(1, mc.cycles + 1):
-            spec = RunSpec("S+R", mc.strategy, self.exp.random_seeds[0], mc.k, cycle=t)
-            ck = self.root / "models" / f"{spec.key}.pt"
+        for spec in chain:
             done = self._done(spec)
-            if done and ck.exists():
-                res = done
-            else:
-                # cycle 1 scores with M0_S, like the single-cycle runs: reuse their scores
-                score_name = "m0_s" if model_path == self.m0_path else spec.key
-                picked, sel_s = self._select(spec, model_path, set(labeled), score_name)
-                new = [i for i in picked if i not in labeled]
-                labeled = labeled + new
-                metrics, seconds, steps = self._finetune(spec, model_path, labeled, ck)
-                res = RunResult(asdict(spec), len(labeled), len(new), metrics, seconds, steps,
-                                picked, sel_s, extra={"fingerprint": self._fingerprint()})
-                self._log_run(parent, spec, res)
-                write_record(self._record_path(spec), asdict(res))
-            labeled = sorted(set(labeled) | set(res.selected))
-            model_path = ck
-            out.append(res)
-            self.say(f"multi-cycle {mc.strategy} cycle {t}: {res.labels_total} labels "
-                     f"(+{res.labels_new}), AP {res.metrics['AP']:.3f}")
+            if done is None:
+                break
+            out.append(done)
+        if out and len(out) < len(chain) and not ckpt[len(out)].exists():
+            out = []  # the model to continue from is gone: start the chain over
+        labeled = sorted({i for r in out for i in r.selected})
+        model_path = ckpt[len(out)] if out else self.m0_path
+        for spec in chain[len(out):]:
+            # scores of an unfinished cycle may be a replaced model's: score afresh
+            (self.root / "models" / f"scores-{spec.key}.npz").unlink(missing_ok=True)
+            picked, sel_s = self._select(spec, fold, model_path, set(labeled))
+            new = [i for i in picked if i not in labeled]
+            labeled = labeled + new
+            metrics, seconds, steps = self._finetune(spec, fold, model_path, labeled,
+                                                     ckpt[spec.cycle])
+            out.append(self._finish(parent, spec, RunResult(
+                asdict(spec), len(labeled), len(new), metrics, seconds, steps, picked, sel_s,
+                extra={"fingerprint": self._fingerprint(fold)})))
+            if model_path != self.m0_path:
+                model_path.unlink(missing_ok=True)
+            model_path = ckpt[spec.cycle]
+            labeled = sorted(set(labeled) | set(picked))
+        for res in out:
+            s = res.spec
+            self.say(f"multi-cycle {s['strategy']} seed {s['seed']} fold {s['fold']} cycle "
+                     f"{s['cycle']}: {res.labels_total} labels (+{res.labels_new}), "
+                     f"AP {res.metrics['AP']:.3f}")
         return out
 
+    def _parent_run(self, client: MlflowClient) -> str:
+        parent_rec = read_record(self.root / "parent_run.json")
+        if parent_rec:
+            tracking_recovery.reopen_run(client, parent_rec["run_id"])
+            return parent_rec["run_id"]
+        exp_id = tracking.setup(self.cfg)
+        parent = client.create_run(exp_id, run_name=f"experiment-{self.scale}",
+                                   tags={"stage": "experiment", "scale": self.scale,
+                                         **tracking.process_tags()}).info.run_id
+        write_record(self.root / "parent_run.json", {"run_id": parent})
+        return parent
+
     def run(self) -> dict[str, Any]:
+        from synthloop.experiments.analysis import analyse
         from synthloop.experiments.report import write_report
 
         self.prepare()
         tracking.setup(self.cfg)
-        parent_rec = read_record(self.root / "parent_run.json")
         client = MlflowClient()
-        if parent_rec:
-            parent = parent_rec["run_id"]
-        else:
-            exp_id = tracking.setup(self.cfg)
-            parent = client.create_run(exp_id, run_name=f"experiment-{self.scale}",
-                                       tags={"stage": "experiment", "scale": self.scale}).info.run_id
-            write_record(self.root / "parent_run.json", {"run_id": parent})
-        specs = grid(self.exp)
+        parent = self._parent_run(client)
         started = time.monotonic()
         single: list[RunResult] = []
+        specs = grid(self.exp)
         bar = tqdm(specs, desc=f"experiment ({self.scale})", unit="run", disable=not self.progress)
         for spec in bar:
             bar.set_postfix_str(spec.key)
             res = self.run_single(spec, parent)
             single.append(res)
             self.say(f"{spec.key}: AP {res.metrics['AP']:.3f} AP50 {res.metrics['AP50']:.3f}")
-        multi = self.run_multi(parent) if self.exp.multi_cycle is not None else []
-        summary = {"pipeline": self.cfg.name, "scale": self.scale,
-                   "experiment": self.exp.model_dump(mode="json"),
-                   "m0_s": getattr(self, "m0_metrics", None),
-                   "val_images": len(self.val.images), "pool_images": len(self.pool_ids),
-                   "proxy_real": self.cfg.proxy_real,
-                   "detector": self.cfg.detector.model_dump(mode="json"),
-                   "single": [asdict(r) for r in single], "multi": [asdict(r) for r in multi],
-                   "wall_seconds_this_call": time.monotonic() - started}
+        multi = [r for chain in multi_cycle_chains(self.exp) for r in self.run_chain(chain, parent)]
+        summary = self._summary(single, multi)
+        summary["wall_seconds_this_call"] = time.monotonic() - started
+        summary["statistics"] = analyse(summary)
         atomic_write_text(self.root / "results.json", _dumps(summary))
         files = write_report(summary, self.root)
         for path in files:
@@ -321,6 +317,22 @@ class Harness:
         client.set_terminated(parent)
         return summary
 
+    def _summary(self, single: list[RunResult], multi: list[RunResult]) -> dict[str, Any]:
+        folds = [{"fold": i, "val_images": len(f.val.images), "pool_images": len(f.pool.images),
+                  "val_files": sorted(im.file_name for im in f.val.images),
+                  "val_ids": sorted(im.id for im in f.val.images),
+                  "m0_s": self.m0_metrics.get(i)} for i, f in self.folds.items()]
+        m0 = None
+        if self.m0_metrics:  # pooled over folds: the mean of each metric
+            m0 = {k: float(np.mean([m[k] for m in self.m0_metrics.values()]))
+                  for k in next(iter(self.m0_metrics.values()))}
+        return {"pipeline": self.cfg.name, "scale": self.scale,
+                "experiment": self.exp.model_dump(mode="json"), "m0_s": m0, "folds": folds,
+                "val_images": folds[0]["val_images"], "pool_images": folds[0]["pool_images"],
+                "proxy_real": self.cfg.proxy_real,
+                "detector": self.cfg.detector.model_dump(mode="json"),
+                "single": [asdict(r) for r in single], "multi": [asdict(r) for r in multi]}
+
 
 def _dumps(obj: Any) -> str:
     import json
@@ -328,4 +340,5 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=float)
 
 
-__all__ = ["Harness", "RunResult", "RunSpec", "grid", "steps_to_epochs"]
+__all__ = ["Harness", "RunResult", "RunSpec", "finetune_budget", "fold_indices", "grid",
+           "multi_cycle_chains"]
