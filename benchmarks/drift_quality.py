@@ -14,10 +14,15 @@ instance ids), so every condition is made by the demo's own compositing code:
 
 Per trial: a random reference of ``--reference`` images (condition none) and ``--current``
 OTHER images in the trial's condition; the monitor's checks (monitoring/drift.py, Evidently)
-decide. Trials compute the same scores as the Evidently Report without building it (its t-SNE
-widget costs seconds; ``--report`` builds it anyway). Reported per condition: share of trials flagged (overall and per check); for "none"
-that share is the false-alarm rate. The embedding check is reported for both methods (mmd,
-model), each with its permutation-calibrated threshold. Prints a table and writes JSON.
+decide. Each trial is also decided without the objects check (colour and size inside the
+champion's boxes), i.e. by the image-level checks the monitor had before it:
+``flagged_image_level`` next to ``flagged``; and the object statistics are also tested the
+other way that was considered, five per-column K-S tests at alpha / 5 (``objects_ks``).
+Trials compute the same scores as the Evidently Report without building it (its t-SNE widget
+costs seconds; ``--report`` builds it anyway). Reported per condition: share of trials flagged
+(overall and per check); for "none" that share is the false-alarm rate. The embedding check is
+reported for both methods (mmd, model), each with its permutation-calibrated threshold. Prints
+a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ from synthloop.config import MonitoringConfig, load_config  # noqa: E402
 from synthloop.monitoring.decision import decide_drift  # noqa: E402
 from synthloop.monitoring.drift import (_embedding_method, _frame, _pca_components,  # noqa: E402
                                         permutation_threshold, run_checks)
-from synthloop.monitoring.features import FeatureTable, feature_table  # noqa: E402
+from synthloop.monitoring.features import (OBJECT_COLUMNS, FeatureTable,  # noqa: E402
+                                           feature_table)
 
 CONDITIONS = ("none", "brightness", "blur", "background", "part_colour")
 
@@ -96,10 +102,54 @@ def build_features(workspace: Path, cfg, out: Path) -> dict[str, FeatureTable]:
         ds = CocoDataset(images, [], pool.categories, folder)
         t0 = time.perf_counter()
         scores = predict_with_probs_and_features(net, ds, batch_size=8, progress=False)
-        tables[condition] = feature_table(scores, [ds.image_path(im) for im in ds.images])
+        np.savez(out / f"{condition}.dets.npz", image_ids=[s.image_id for s in scores],
+                 counts=[len(s.scores) for s in scores],
+                 boxes=np.concatenate([s.boxes.reshape(-1, 4) for s in scores]),
+                 scores=np.concatenate([s.scores for s in scores]))
+        m = cfg.monitoring
+        tables[condition] = feature_table(scores, [ds.image_path(im) for im in ds.images],
+                                          object_min_score=m.object_min_score,
+                                          max_objects=m.object_max_per_image)
         print(f"  {condition:<12} {len(images)} images scored in {time.perf_counter() - t0:.0f} s",
               flush=True)
     return tables, str(champ.version)
+
+
+def restat_objects(tables: dict[str, FeatureTable], folder: Path, workspace: Path,
+                   m: MonitoringConfig) -> dict[str, FeatureTable]:
+    """The object columns again from the kept images and detections of every condition, with
+    ``m``'s object settings (a cached run tried with other settings: no forward pass)."""
+    from synthloop.data.coco import CocoDataset
+    from synthloop.monitoring.features import object_statistics, read_rgb
+
+    names = {im.id: im.file_name for im in
+             CocoDataset.load(workspace / "data" / "pool" / "annotations.json").images}
+    out = {}
+    for condition, table in tables.items():
+        with np.load(folder / f"{condition}.dets.npz") as z:
+            splits = np.cumsum(z["counts"])[:-1]
+            dets = dict(zip(z["image_ids"].tolist(), zip(np.split(z["boxes"], splits),
+                                                         np.split(z["scores"], splits))))
+        rows = [object_statistics(read_rgb(folder / condition / names[i]), *dets[i],
+                                  min_score=m.object_min_score, max_objects=m.object_max_per_image)
+                for i in table.image_ids]
+        stats = {**table.stats, **{c: np.array([r[c] for r in rows]) for c in OBJECT_COLUMNS}}
+        out[condition] = FeatureTable(table.image_ids, table.embeddings, table.confidence, stats)
+    return out
+
+
+def per_column_ks(ref: FeatureTable, cur: FeatureTable, cfg: MonitoringConfig) -> bool:
+    """The alternative to the objects check: K-S per object column at stat_alpha / 5."""
+    import pandas as pd
+    from evidently.legacy.calculations.stattests.ks_stattest import _ks_stat_test
+
+    from synthloop.monitoring.drift import object_rows
+
+    a, b = object_rows(ref), object_rows(cur)
+    if min(len(a), len(b)) < cfg.object_min_images:
+        return False
+    return any(_ks_stat_test(pd.Series(a[:, j]), pd.Series(b[:, j]), None, 0.05)[0]
+               < cfg.stat_alpha / len(OBJECT_COLUMNS) for j in range(a.shape[1]))
 
 
 def run_trials(tables: dict[str, FeatureTable], *, trials: int, n_ref: int, n_cur: int,
@@ -109,7 +159,7 @@ def run_trials(tables: dict[str, FeatureTable], *, trials: int, n_ref: int, n_cu
     n = len(tables["none"])
     results: dict[str, dict] = {}
     for condition in conditions:
-        flags, per_check, alt, secs = [], {}, [], []
+        flags, image_level, objects_ks, per_check, alt, secs = [], [], [], {}, [], []
         for t in range(trials):
             rng = np.random.default_rng(seed * 1000 + t)
             order = rng.permutation(n)
@@ -121,6 +171,8 @@ def run_trials(tables: dict[str, FeatureTable], *, trials: int, n_ref: int, n_cu
             secs.append(time.perf_counter() - t0)
             d = decide_drift(checks, n_reference=n_ref, n_current=n_cur, min_current=2)
             flags.append(d.drifted)
+            image_level.append(any(c.drifted for c in checks if c.name != "objects"))
+            objects_ks.append(per_column_ks(ref, cur, cfg))
             for c in checks:
                 per_check.setdefault(c.name, []).append(c.drifted)
             pca = _pca_components(cfg, n_ref, n_cur, ref.embeddings.shape[1])
@@ -131,15 +183,35 @@ def run_trials(tables: dict[str, FeatureTable], *, trials: int, n_ref: int, n_cu
                                             alpha=cfg.stat_alpha, seed=t,
                                             permutations=cfg.permutations)
             alt.append(score > thr)
+        with_objects = np.isfinite(tables[condition].stats[OBJECT_COLUMNS[0]])
         results[condition] = {"trials": trials, "flagged": float(np.mean(flags)),
+                              "flagged_image_level": float(np.mean(image_level)),
+                              "objects_ks": float(np.mean(objects_ks)),
+                              "images_with_objects": float(with_objects.mean()),
                               "per_check": {k: float(np.mean(v)) for k, v in per_check.items()},
                               f"embedding_{other}": float(np.mean(alt)),
                               "seconds_per_check": float(np.median(secs))}
         r = results[condition]
-        print(f"  {condition:<12} flagged {r['flagged']:.2f}  embedding({cfg.embedding_method}) "
+        print(f"  {condition:<12} flagged {r['flagged']:.2f} (image-level "
+              f"{r['flagged_image_level']:.2f}, objects {r['per_check']['objects']:.2f}, "
+              f"objects K-S {r['objects_ks']:.2f})  "
+              f"embedding({cfg.embedding_method}) "
               f"{r['per_check']['embedding']:.2f}  embedding({other}) {r[f'embedding_{other}']:.2f}"
               f"  ({r['seconds_per_check']:.1f} s/check)", flush=True)
     return results
+
+
+def champion_val(cfg) -> dict[str, float]:
+    """The champion's validation metrics as its run recorded them (val_AP, val_AP50)."""
+    from mlflow import MlflowClient
+
+    from synthloop import tracking
+
+    tracking.setup(cfg)
+    client = MlflowClient()
+    champ = client.get_model_version_by_alias(cfg.registered_model_name, "champion")
+    metrics = client.get_run(champ.run_id).data.metrics
+    return {k: metrics[k] for k in ("val_AP", "val_AP50") if k in metrics}
 
 
 def main() -> None:
@@ -150,6 +222,9 @@ def main() -> None:
     ap.add_argument("--reference", type=int, default=100)
     ap.add_argument("--current", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--note", default="", help="How the workspace was made (kept in the JSON).")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="Config override, e.g. --set monitoring.object_min_score=0.05.")
     ap.add_argument("--cache", type=Path, default=None,
                     help="Folder to keep the per-condition feature tables in (reruns skip scoring).")
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
@@ -157,18 +232,24 @@ def main() -> None:
                     help="Build Evidently's Report (HTML widgets, t-SNE) in every trial too.")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "drift_quality.json")
     args = ap.parse_args()
-    cfg = load_config(args.config, overrides=[f"workspace={args.workspace.resolve()}"])
+    cfg = load_config(args.config, overrides=[f"workspace={args.workspace.resolve()}",
+                                              *args.overrides])
     t0 = time.perf_counter()
-    cached = args.cache and all((args.cache / f"{c}.npz").exists() for c in CONDITIONS)
+    # The cache keeps the tables, the condition images and the champion's detections, so a
+    # rerun with other object settings (monitoring.object_*) recomputes only those columns.
+    cached = args.cache and all((args.cache / f"{c}{ext}").exists() for c in CONDITIONS
+                                for ext in (".npz", ".dets.npz"))
     if cached:
         tables = {c: FeatureTable.load(args.cache / f"{c}.npz") for c in CONDITIONS}
         version = (args.cache / "champion_version.txt").read_text()
+        tables = restat_objects(tables, args.cache, args.workspace.resolve(), cfg.monitoring)
     else:
         with tempfile.TemporaryDirectory() as tmp:
+            work = args.cache or Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
             print("features (champion forward pass + image statistics):", flush=True)
-            tables, version = build_features(args.workspace.resolve(), cfg, Path(tmp))
+            tables, version = build_features(args.workspace.resolve(), cfg, work)
         if args.cache:
-            args.cache.mkdir(parents=True, exist_ok=True)
             for c, table in tables.items():
                 table.save(args.cache / f"{c}.npz")
             (args.cache / "champion_version.txt").write_text(version)
@@ -177,7 +258,9 @@ def main() -> None:
     results = run_trials(tables, trials=args.trials, n_ref=args.reference, n_cur=args.current,
                          cfg=cfg.monitoring, seed=args.seed, report=args.report,
                          conditions=tuple(args.conditions))
-    report = {"champion_version": version, "monitoring": cfg.monitoring.model_dump(),
+    report = {"champion_version": version, "champion_val": champion_val(cfg),
+              "note": args.note, "monitoring": cfg.monitoring.model_dump(),
+              "workspace": str(args.workspace), "trials": args.trials, "seed": args.seed,
               "evidently_report_built": args.report,
               "reference": args.reference, "current": args.current, "results": results,
               "false_alarm_rate": results.get("none", {}).get("flagged"),
@@ -186,12 +269,14 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     checks = list(next(iter(results.values()))["per_check"])
-    head = f"{'condition':<12} {'flagged':>7} " + " ".join(f"{c[:10]:>10}" for c in checks)
-    print("\n" + head + f" {'emb(alt)':>9}\n" + "-" * len(head))
+    head = (f"{'condition':<12} {'flagged':>7} {'image-lvl':>9} "
+            + " ".join(f"{c[:10]:>10}" for c in checks))
+    print("\n" + head + f" {'emb(alt)':>9} {'obj K-S':>8}\n" + "-" * len(head))
     for cond, r in results.items():
         alt = next(v for k, v in r.items() if k.startswith("embedding_"))
-        print(f"{cond:<12} {r['flagged']:>7.2f} " + " ".join(
-            f"{r['per_check'][c]:>10.2f}" for c in checks) + f" {alt:>9.2f}")
+        print(f"{cond:<12} {r['flagged']:>7.2f} {r['flagged_image_level']:>9.2f} " + " ".join(
+            f"{r['per_check'][c]:>10.2f}" for c in checks) + f" {alt:>9.2f} "
+            f"{r['objects_ks']:>8.2f}")
     print(f"\nwrote {args.out} ({report['wall_s']:.0f} s)")
 
 

@@ -91,6 +91,21 @@ def test_simulated_camera_ground_truth_goes_to_the_oracle_only(cfg, tmp_path):
     assert pool.annotations == []  # the model never sees the boxes
 
 
+def test_only_images_the_source_lists_get_ground_truth(cfg, tmp_path):
+    """An image missing from annotations.json is not a known empty image: the simulated
+    oracle must not label it (with no boxes), so it stays out of oracle/pool.json."""
+    cam = tmp_path / "camera"
+    (cam / "a.jpg").write_bytes(jpeg(1))
+    (cam / "b.jpg").write_bytes(jpeg(2))  # not in annotations.json
+    (cam / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 7, "file_name": "a.jpg", "width": 100, "height": 80}],
+        "annotations": [], "categories": categories_for(cfg.class_names)}))
+    res = ingest.run(cfg)
+    assert len(res.added) == 2 and res.with_ground_truth == 1
+    oracle = CocoDataset.load(cfg.workspace / "oracle" / "pool.json")
+    assert [im.id for im in oracle.images] == [res.added[0]]  # a.jpg (sources sort by name)
+
+
 def test_missing_source_is_an_error(cfg, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a folder"):
         ingest.run(cfg, source=str(tmp_path / "nowhere"))

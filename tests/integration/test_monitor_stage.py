@@ -86,6 +86,9 @@ def test_quiet_then_blurred_camera_images_fire_the_drift_trigger(cfg, tmp_path):
     assert record["trigger"]["fire"] and record["trigger"]["event"] == "synthloop.drift.detected"
     run = MlflowClient().get_run(record["run_id"])
     assert run.data.metrics["drift_detected"] == 1.0 and "drift_sharpness" in run.data.metrics
+    # the objects check (colour, size inside the champion's boxes) is part of every check
+    assert decision["checks"][-1]["name"] == "objects"
+    assert "drift_objects_threshold" in run.data.metrics
     files = {a.path for a in MlflowClient().list_artifacts(record["run_id"])}
     assert {"drift_report.html", "drift_decision.json", "monitor_record.json"} <= files
 

@@ -47,6 +47,19 @@ def test_one_check_is_enough_and_the_reason_names_it():
     assert d.to_dict()["checks"][1]["drifted"] is True
 
 
+def test_an_object_check_alone_is_drift_and_uncomputed_checks_are_named():
+    obj = [DriftCheck("object_b", "ks", 1e-5, 0.002, "below"),
+           DriftCheck("object_area", "ks", math.nan, 0.002, "below")]
+    d = decide_drift(checks(embedding=0.001, brightness=0.4) + obj, n_reference=100,
+                     n_current=40, min_current=20)
+    assert d.drifted and d.drifted_checks == ["object_b"]
+    assert "object_b ks 1e-05 < 0.002" in d.reason and "not computed: object_area" in d.reason
+    quiet = decide_drift(checks(embedding=0.001) + obj[1:], n_reference=100, n_current=40,
+                         min_current=20)
+    assert not quiet.drifted and "no drift in 1 checks" in quiet.reason
+    assert "not computed: object_area" in quiet.reason
+
+
 def test_too_few_new_images_decide_nothing():
     d = decide_drift(checks(embedding=0.9), n_reference=100, n_current=5, min_current=20)
     assert not d.drifted and "only 5 new images" in d.reason

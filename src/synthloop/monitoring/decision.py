@@ -20,8 +20,11 @@ Direction = Literal["above", "below"]
 class DriftCheck:
     """One check: drifted iff ``score`` is above (or below, for p-values) ``threshold``."""
 
-    name: str  # embedding | confidence | brightness | contrast | sharpness | width | height
+    # embedding | confidence | brightness | contrast | sharpness | width | height | objects
+    name: str
     method: str  # mmd | model | ks
+    # A non-finite score means "not computed" (e.g. too few detections for the object
+    # statistics): never drift, and the decision's reason names it.
     score: float
     threshold: float
     direction: Direction
@@ -53,19 +56,26 @@ class DriftDecision:
 
 def decide_drift(checks: tuple[DriftCheck, ...] | list[DriftCheck], *, n_reference: int,
                  n_current: int, min_current: int) -> DriftDecision:
-    """Drift iff at least ``min_current`` new images and any check crosses its threshold."""
+    """Drift iff at least ``min_current`` new images and any check crosses its threshold.
+
+    Image-level checks (embedding, confidence, image statistics) and the object-level one
+    (colour and size inside the champion's boxes) count alike: any one of them is drift.
+    """
     checks = tuple(checks)
     if n_current < min_current:
         return DriftDecision(False, f"only {n_current} new images (< {min_current}): no decision "
                                     "yet", checks, n_reference, n_current)
+    skipped = [c.name for c in checks if not math.isfinite(c.score)]
+    note = f"; not computed: {', '.join(skipped)}" if skipped else ""
     fired = [c for c in checks if c.drifted]
     if not fired:
-        return DriftDecision(False, f"no drift in {len(checks)} checks ({n_current} new vs "
-                                    f"{n_reference} reference images)", checks, n_reference,
-                             n_current)
+        return DriftDecision(False, f"no drift in {len(checks) - len(skipped)} checks "
+                                    f"({n_current} new vs {n_reference} reference images){note}",
+                             checks, n_reference, n_current)
     parts = [f"{c.name} {c.method} {c.score:.4g} {'>' if c.direction == 'above' else '<'} "
              f"{c.threshold:.4g}" for c in fired]
-    return DriftDecision(True, "drift: " + "; ".join(parts), checks, n_reference, n_current)
+    return DriftDecision(True, "drift: " + "; ".join(parts) + note, checks, n_reference,
+                         n_current)
 
 
 EVENT_POOL = "synthloop.pool.grew"

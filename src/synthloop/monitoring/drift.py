@@ -11,6 +11,13 @@ MLflow). Evidently 0.7 returns scores, not booleans, so thresholds are ours:
   benchmarks/drift_quality.py). ``monitoring.embedding_threshold`` fixes it instead.
 * confidence and image statistics: ``ValueDrift`` with the two-sample K-S test; the score is
   the p-value, drift iff p < ``monitoring.stat_alpha``.
+* objects: what the champion detects, one row per image with a detection (``OBJECT_COLUMNS``:
+  CIELAB colour, area and aspect of its top boxes), standardized on the pooled rows and tested
+  as one multivariate sample with the same Evidently MMD method and permutation threshold as
+  the embeddings: one check at level alpha. On the drift benchmark it caught a new part colour
+  about twice as often as five per-column K-S tests at alpha / 5 (docs/benchmarks.md). Not
+  computed (score NaN: never drift) while a side has fewer than ``monitoring.object_min_images``
+  images with a detection.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import numpy as np
 
 from synthloop.config import MonitoringConfig
 from synthloop.monitoring.decision import DriftCheck
-from synthloop.monitoring.features import STAT_COLUMNS, FeatureTable
+from synthloop.monitoring.features import OBJECT_COLUMNS, STAT_COLUMNS, FeatureTable
 
 log = logging.getLogger(__name__)
 PERMUTATIONS = 100
@@ -92,6 +99,32 @@ def _scores_without_report(reference: FeatureTable, current: FeatureTable, metho
     return values
 
 
+def object_rows(table: FeatureTable) -> np.ndarray:
+    """(m, 5) OBJECT_COLUMNS of the images that have a detection (rows without NaN)."""
+    if not all(c in table.stats for c in OBJECT_COLUMNS):
+        return np.zeros((0, len(OBJECT_COLUMNS)))
+    rows = np.stack([np.asarray(table.stats[c], np.float64) for c in OBJECT_COLUMNS], axis=1)
+    return rows[np.isfinite(rows).all(axis=1)]
+
+
+def objects_check(reference: FeatureTable, current: FeatureTable,
+                  cfg: MonitoringConfig) -> DriftCheck:
+    """MMD of the object rows (pooled z-scores: the same scaling in every permutation, so the
+    permutation threshold stays exact) against its permutation threshold at ``stat_alpha``."""
+    ref, cur = object_rows(reference), object_rows(current)
+    if min(len(ref), len(cur)) < cfg.object_min_images:
+        return DriftCheck("objects", "mmd", float("nan"), float("nan"), "above")
+    pooled = np.concatenate([ref, cur])
+    scale = pooled.std(axis=0)
+    scale[scale == 0] = 1.0
+    ref, cur = (ref - pooled.mean(axis=0)) / scale, (cur - pooled.mean(axis=0)) / scale
+    method = _embedding_method("mmd", None)
+    score = float(method(_frame(cur), _frame(ref))[0])
+    threshold = permutation_threshold(ref, cur, method, alpha=cfg.stat_alpha, seed=cfg.seed,
+                                      permutations=cfg.permutations)
+    return DriftCheck("objects", "mmd", score, threshold, "above")
+
+
 def run_checks(reference: FeatureTable, current: FeatureTable, cfg: MonitoringConfig, *,
                html_path: Path | None = None, report: bool = True) -> list[DriftCheck]:
     """Score ``current`` against ``reference``; write Evidently's HTML report to ``html_path``.
@@ -136,4 +169,6 @@ def _run_checks(reference: FeatureTable, current: FeatureTable, cfg: MonitoringC
                                           permutations=cfg.permutations)
     checks = [DriftCheck("embedding", cfg.embedding_method, values[0], threshold, "above")]
     checks += [DriftCheck(c, "ks", v, cfg.stat_alpha, "below") for c, v in zip(columns, values[1:])]
+    if cfg.objects:
+        checks.append(objects_check(reference, current, cfg))
     return checks

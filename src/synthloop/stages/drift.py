@@ -1,8 +1,9 @@
 """Stage: drift of new pool images against the reference set, seen through the champion.
 
 The champion scores both sets with one forward pass per image (embedding + detections; cached
-per champion version and image set), image statistics come from the files, and
-``monitoring.drift.run_checks`` (Evidently) scores the difference; ``decide_drift`` decides.
+per champion version and image set), image statistics come from the files, object statistics
+from the pixels inside the champion's boxes (colour, size), and ``monitoring.drift.run_checks``
+(Evidently) scores the difference; ``decide_drift`` decides.
 Reference (``monitoring.reference``): ``pool`` = the pool images the last cycle saw (the
 distribution the champion was adapted to), ``val`` = the fixed validation set, ``labeled``.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,14 +64,17 @@ def features(cfg: PipelineConfig, net: Any, version: str, ds: CocoDataset, ids: 
     """Feature table of ``ids`` under champion ``version`` (cached in state/monitor)."""
     from synthloop.detection import predict_with_probs_and_features
 
-    key = hashlib.sha1(json.dumps([kind, sorted(ids)]).encode()).hexdigest()[:12]
+    m = cfg.monitoring
+    key = hashlib.sha1(json.dumps([kind, sorted(ids), m.object_min_score,
+                                   m.object_max_per_image]).encode()).hexdigest()[:12]
     path = Workspace.of(cfg).root / "state" / "monitor" / f"features-v{version}-{kind}-{key}.npz"
     if path.exists():
         return FeatureTable.load(path)
     subset = ds.subset(ids)
     scores = predict_with_probs_and_features(net(), subset, batch_size=cfg.active.batch_size,
                                              progress=False)
-    table = feature_table(scores, [subset.image_path(im) for im in subset.images])
+    table = feature_table(scores, [subset.image_path(im) for im in subset.images],
+                          object_min_score=m.object_min_score, max_objects=m.object_max_per_image)
     table.save(path)
     return table
 
@@ -114,7 +119,8 @@ def run(cfg: PipelineConfig, *, current_ids: list[int], baseline: set[int],
 def log_result(client: MlflowClient, run_id: str, result: DriftResult, html: Path) -> None:
     """Same metric names on every check: drift_<check> (score), drift_<check>_threshold."""
     for c in result.decision.checks:
-        client.log_metric(run_id, f"drift_{c.name}", c.score)
+        if math.isfinite(c.score):  # not computed (too few detections): no number to log
+            client.log_metric(run_id, f"drift_{c.name}", c.score)
         client.log_metric(run_id, f"drift_{c.name}_threshold", c.threshold)
     client.log_metric(run_id, "drift_detected", float(result.decision.drifted))
     client.log_metric(run_id, "drift_n_current", float(result.decision.n_current))

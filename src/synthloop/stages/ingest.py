@@ -8,6 +8,9 @@ json gains them without boxes, and DVC commits a new data version tagged ``pool-
 
 A source may hold an ``annotations.json`` with ground truth of its images (a simulated camera:
 the demo and the tests); those boxes go to ``oracle/pool.json`` for the simulated oracle only.
+Images it does not list get no ground truth: the simulated oracle cannot label them, so the
+query leaves them out unless ``labeling.fallback_oracle`` sends them to people
+(stages/label_routing.py).
 
 Credentials for S3 come from the environment or ``ingest.s3_profile``; never from config.
 """
@@ -42,6 +45,7 @@ class IngestResult:
     duplicates: int
     pool_size: int
     data_md5: str | None  # DVC data version after the commit (None: nothing added)
+    with_ground_truth: int = 0  # added images the source's annotations.json has boxes for
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -170,30 +174,41 @@ def run(cfg: PipelineConfig, *, source: str | None = None) -> IngestResult:
         by_source_name[Path(key).name] = next_id
         state["seen"][key] = {"id": next_id}
         next_id += 1
-    md5 = None
+    md5, truth = None, 0
     if added:
         pool = CocoDataset(pool.images + added, pool.annotations, pool.categories, pool.image_root)
         pool.save(pool_json)
-        _add_ground_truth(ws, cfg, _read_source_annotations(source, cfg.ingest), by_source_name,
-                          added)
+        truth = _add_ground_truth(ws, cfg, _read_source_annotations(source, cfg.ingest),
+                                  by_source_name, added)
         state["batches"] += 1
         md5 = commit_and_push(cfg, f"ingest: +{len(added)} pool images from {source} "
                                    f"({len(rejected)} rejected)", tag=f"pool-{state['batches']}")
     state["hashes"] = hashes
     write_record(state_path, state)
     result = IngestResult(source, tuple(im.id for im in added), tuple(rejected), duplicates,
-                          len(pool.images), md5)
+                          len(pool.images), md5, truth)
     _log_batch(ws, result)
     log.info("ingest: +%d images, %d rejected (%d duplicates); pool %d", len(added),
              len(rejected), duplicates, len(pool.images))
+    if added and truth < len(added) and cfg.labeling.oracle == "simulated":
+        log.warning("ingest: %d of the %d new images have no ground truth (no annotations.json "
+                    "entry): the simulated oracle cannot label them, so the query %s",
+                    len(added) - truth, len(added),
+                    f"sends them to {cfg.labeling.fallback_oracle}" if cfg.labeling.fallback_oracle
+                    else "leaves them out (set labeling.fallback_oracle=labelstudio or cvat to "
+                         "have people label them)")
     return result
 
 
 def _add_ground_truth(ws: Workspace, cfg: PipelineConfig, raw: dict | None,
-                      by_name: dict[str, int], added: list[CocoImage]) -> None:
-    """Simulated camera only: copy the source's boxes of accepted images into oracle/pool.json."""
+                      by_name: dict[str, int], added: list[CocoImage]) -> int:
+    """Simulated camera only: copy the source's boxes of accepted images into oracle/pool.json.
+
+    Only images the source's json lists join the oracle (one listed without boxes is a known
+    empty image); returns how many did.
+    """
     if not raw:
-        return
+        return 0
     oracle_path = ws.oracle / "pool.json"
     oracle = (CocoDataset.load(oracle_path, ws.dataset_dir("pool") / "images")
               if oracle_path.exists() else
@@ -207,7 +222,11 @@ def _add_ground_truth(ws: Workspace, cfg: PipelineConfig, raw: dict | None,
         if a.image_id in src_ids:
             anns.append(replace(a, id=next_ann, image_id=src_ids[a.image_id]))
             next_ann += 1
-    CocoDataset(oracle.images + added, anns, oracle.categories, oracle.image_root).save(oracle_path)
+    known = set(src_ids.values())
+    listed = [im for im in added if im.id in known]
+    CocoDataset(oracle.images + listed, anns, oracle.categories, oracle.image_root
+                ).save(oracle_path)
+    return len(listed)
 
 
 def _log_batch(ws: Workspace, result: IngestResult) -> None:

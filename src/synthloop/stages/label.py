@@ -2,7 +2,10 @@
 
 The demo's oracle is simulated: it copies the ground truth kept aside in oracle/pool.json. In
 production (``labeling.oracle``: labelstudio | cvat) a person labels the exported batch and the
-strict import adds it here instead (``stages/label_human.py``).
+strict import adds it here instead (``stages/label_human.py``). A mixed pool (simulated oracle
+with ``labeling.fallback_oracle``) does both in one cycle: the batch records which oracle labels
+each image (``QueryBatch.routes``, stages/label_routing.py); the simulated part waits with the
+rest until people's answers are imported, then both are committed together.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from dataclasses import replace
 from synthloop import faults
 from synthloop.artifacts import DatasetRef, QueryBatch
 from synthloop.config import PipelineConfig
-from synthloop.data.coco import CocoDataset
+from synthloop.data.coco import CocoDataset, categories_for
+from synthloop.stages.label_routing import (SIMULATED, oracle_routing, restrict,
+                                            unlabelable_message)
 from synthloop.stages.render import ANNOTATIONS, dataset_ref
 from synthloop.stages.workspace import Workspace, read_record, write_record
 from synthloop.versioning.remote import commit_and_push
@@ -29,8 +34,36 @@ def labeled_ids(cfg: PipelineConfig) -> set[int]:
 
 
 def simulated_oracle(cfg: PipelineConfig, image_ids: list[int]) -> CocoDataset:
+    """The kept-aside ground truth of ``image_ids``; a ValueError names ids it does not have."""
     ws = Workspace.of(cfg)
-    return CocoDataset.load(ws.oracle / "pool.json", ws.dataset_dir("pool") / "images").subset(image_ids)
+    path, images = ws.oracle / "pool.json", ws.dataset_dir("pool") / "images"
+    truth = (CocoDataset.load(path, images) if path.is_file() else
+             CocoDataset([], [], categories_for(cfg.class_names), images))
+    missing = sorted(set(image_ids) - {im.id for im in truth.images})
+    if missing:
+        raise ValueError(f"simulated oracle: {unlabelable_message(missing)}")
+    return truth.subset(image_ids)
+
+
+def routes_of(cfg: PipelineConfig, batch: QueryBatch, ids: list[int], *, cycle: int
+              ) -> dict[str, list[int]]:
+    """oracle -> ids it labels: as the query recorded it, else (older records) as routed now.
+    An id no configured oracle can label is an error that says what to set."""
+    recorded = {i: name for name, routed in batch.routes.items() for i in routed}
+    routing = oracle_routing(cfg)
+    out: dict[str, list[int]] = {}
+    stuck = []
+    for i in ids:
+        name = recorded.get(i) or routing.oracle_for(i)
+        if name is None:
+            stuck.append(i)
+        else:
+            out.setdefault(name, []).append(i)
+    if stuck:
+        raise ValueError(f"label (cycle {cycle}): the query batch (state/cycle_{cycle}/query.json) "
+                         f"cannot be labelled: {unlabelable_message(stuck)}. Rerun `synthloop "
+                         "cycle` after setting one: the query then chooses again")
+    return out
 
 
 def run(cfg: PipelineConfig, *, cycle: int, batch: QueryBatch) -> DatasetRef:
@@ -42,33 +75,41 @@ def run(cfg: PipelineConfig, *, cycle: int, batch: QueryBatch) -> DatasetRef:
     # The labelled set before this cycle: a crash after the annotations were saved (before
     # this record) must not make a rerun count this cycle's labels as old ones.
     have = labeled_ids(cfg) - set(batch.new_label_ids)
-    new = [i for i in batch.image_ids if i not in have]
+    routes = routes_of(cfg, batch, [i for i in batch.image_ids if i not in have], cycle=cycle)
+    parts: list[CocoDataset] = []
     human: dict = {}
-    if cfg.labeling.oracle == "simulated":
-        answers = simulated_oracle(cfg, new)
-    else:  # people: export and stop (LabelsPending) until `synthloop label import` brought answers
+    if routes.get(SIMULATED):
+        parts.append(simulated_oracle(cfg, routes[SIMULATED]))
+    people = [i for name, ids in routes.items() if name != SIMULATED for i in ids]
+    if people:  # export and stop (LabelsPending) until `synthloop label import` brought answers
         from synthloop.stages.label_human import human_answers
 
-        answers, human = human_answers(cfg, cycle, batch)
-        new = [im.id for im in answers.images if im.id not in have]  # skipped ones stay in the pool
+        answers, human = human_answers(cfg, cycle, restrict(batch, people))
+        parts.append(answers)  # skipped images are not in the answers: they stay in the pool
+    new = [im.id for p in parts for im in p.images if im.id not in have]
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
-    for im in answers.images:
-        dst = images / im.file_name
-        if not dst.exists():
-            tmp = dst.with_name(f".{dst.name}.tmp")
-            shutil.copyfile(answers.image_path(im), tmp)
-            tmp.replace(dst)
-        faults.point("label.mid_write")  # some images copied, annotations not yet written
-    labeled = union(CocoDataset.load(folder / ANNOTATIONS) if have else None,
-                    answers.with_image_root(images))
+    for answers in parts:
+        for im in answers.images:
+            dst = images / im.file_name
+            if not dst.exists():
+                tmp = dst.with_name(f".{dst.name}.tmp")
+                shutil.copyfile(answers.image_path(im), tmp)
+                tmp.replace(dst)
+            faults.point("label.mid_write")  # some images copied, annotations not yet written
+    old = CocoDataset.load(folder / ANNOTATIONS) if have else None
+    for answers in parts:
+        old = union(old, answers.with_image_root(images))
+    labeled = old or CocoDataset([], [], categories_for(cfg.class_names), images)
     labeled.save(folder / ANNOTATIONS)
     data_md5 = commit_and_push(cfg, f"cycle {cycle}: +{len(new)} labels "
                                f"({len(labeled.images)} in total)", tag=f"cycle-{cycle}")
     write_record(record_path, {"new": new, "total": len(labeled.images), "data_md5": data_md5,
-                               "oracle": cfg.labeling.oracle, **human})
-    log.info("label (cycle %d): +%d images (%d labelled in total), data version %s", cycle,
-             len(new), len(labeled.images), data_md5)
+                               "oracle": cfg.labeling.oracle,
+                               "routes": {k: len(v) for k, v in routes.items()}, **human})
+    log.info("label (cycle %d): +%d images (%s; %d labelled in total), data version %s", cycle,
+             len(new), ", ".join(f"{k}: {len(v)}" for k, v in routes.items()) or "none",
+             len(labeled.images), data_md5)
     return dataset_ref("labeled", folder)
 
 

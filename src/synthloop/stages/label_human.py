@@ -28,6 +28,7 @@ from synthloop.config import PipelineConfig
 from synthloop.data.coco import CocoDataset, CocoImage, categories_for
 from synthloop.data.label_export import TOOLS, ExportManifest, Preannotation, write_export
 from synthloop.data.label_import import load_import, preannotation_savings
+from synthloop.stages.label_routing import SIMULATED, restrict
 from synthloop.stages.render import ANNOTATIONS
 from synthloop.stages.workspace import Workspace, read_record, write_record
 
@@ -69,18 +70,32 @@ def predict_preannotations(cfg: PipelineConfig, model_version: str, images: list
     return out
 
 
+def human_tool(cfg: PipelineConfig) -> str:
+    """The labelling tool people use: ``labeling.oracle``, or its fallback for a mixed pool."""
+    return cfg.labeling.fallback_oracle or cfg.labeling.oracle
+
+
+def people_part(batch: QueryBatch) -> QueryBatch:
+    """In a mixed batch (some images simulated, some for people): the images for people.
+    Any other batch as it is (``synthloop label export --tool`` may show it to people)."""
+    people = [i for name, ids in batch.routes.items() if name != SIMULATED for i in ids]
+    if not people or SIMULATED not in batch.routes:
+        return batch
+    return restrict(batch, people)
+
+
 def export_batch(cfg: PipelineConfig, cycle: int, batch: QueryBatch | None = None, *,
                  tool: str | None = None, force: bool = False) -> ExportManifest:
-    """Write the cycle's unlabelled query images for ``tool`` (default: ``labeling.oracle``).
+    """Write the cycle's unlabelled query images for ``tool`` (default: ``human_tool(cfg)``).
 
     Idempotent: an existing export for the same tool is returned as it is (``force`` redoes it).
     """
     from synthloop.stages.label import labeled_ids
 
-    tool = tool or cfg.labeling.oracle
+    tool = tool or human_tool(cfg)
     if tool not in TOOLS:
         raise ValueError(f"export for which tool? got {tool!r}; known: {', '.join(TOOLS)} "
-                         "(set labeling.oracle or pass --tool)")
+                         "(set labeling.oracle or labeling.fallback_oracle, or pass --tool)")
     folder = export_folder(cfg, cycle)
     if not force and (folder / "manifest.json").is_file():
         manifest = ExportManifest.load(folder)
@@ -91,7 +106,7 @@ def export_batch(cfg: PipelineConfig, cycle: int, batch: QueryBatch | None = Non
         if rec is None:
             raise FileNotFoundError(f"cycle {cycle} has no query batch yet: run `synthloop cycle` "
                                     "(it stops at the label stage and exports the batch)")
-        batch = QueryBatch(**{k: tuple(v) if isinstance(v, list) else v for k, v in rec.items()})
+        batch = people_part(QueryBatch.from_dict(rec))
     have = labeled_ids(cfg)
     pool = _pool(cfg)
     images = pool.subset([i for i in batch.image_ids if i not in have]).images

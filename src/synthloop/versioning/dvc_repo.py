@@ -29,9 +29,10 @@ DATA_DIR = "data"
 POINTER = "data.dvc"
 REMOTE_NAME = "storage"
 GIT_USER = ("synthloop", "synthloop@localhost")
-# the embedded remote, MLflow store and training scratch live in the workspace, not in git
+# the embedded remote, MLflow store, training scratch and generated CAD (a cache keyed by its
+# parameters; lineage records its hash) live in the workspace, not in git
 GITIGNORE_LINES = ("/dvc-remote/", "mlruns.db", "/mlruns/", "/mlartifacts/", "/checkpoints/",
-                   "/staging/", "__pycache__/")
+                   "/staging/", "/cad/", "__pycache__/")
 
 
 RETRY_ATTEMPTS = 3  # push/pull tries before giving up (a remote outage)
