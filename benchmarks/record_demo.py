@@ -38,6 +38,8 @@ def main() -> None:
         raise SystemExit(f"{ws.root}: no finished pretrain stage; run the demo first")
     monitor_path = ws.checkpoint_dir("pretrain") / "monitor.json"
     monitor = json.loads(monitor_path.read_text()) if monitor_path.exists() else []
+    for row in monitor:  # minutes, as the docs print them
+        row["train_cpu_min"] = round(row["train_cpu_seconds"] / 60, 2)
     gate0 = read_record(ws.cycle_dir(0) / "gate.json") or {}
     rows = [{"cycle": 0, "labels": 0, "new": 0, **_metrics(pre["metrics"]),
              "version": str(pre["version"]), "promoted": bool(gate0.get("promote")),
