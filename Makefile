@@ -52,7 +52,7 @@ bench-scaleout: setup
 
 ## demo: the method on REAL photos (pipelines/bolts.yaml): render the fastener CAD, pretrain M0
 ## (ImageNet EfficientNet-Lite0), 3 DBAL cycles on the 75 real pool photos with the simulated
-## oracle, gated on the 15 real validation photos; a Prefect flow (budget: 30 min on 2 cores)
+## oracle, gated on the 15 real validation photos; a Prefect flow (planned for 30 min on 2 cores)
 demo: setup
 	$(PY) flows/demo.py pipelines/bolts.yaml
 
