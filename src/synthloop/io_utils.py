@@ -33,3 +33,17 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
 
 def atomic_write_text(path: Path | str, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def copy_if_missing(src: Path | str, dst: Path | str) -> bool:
+    """Copy ``src`` to ``dst`` unless ``dst`` exists, through ``.<name>.tmp`` beside it (the name
+    the workspace sweep removes after a crash). Returns whether it copied."""
+    import shutil
+
+    dst = Path(dst)
+    if dst.exists():
+        return False
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+    return True

@@ -123,3 +123,26 @@ def test_bolts_real_valid_imports_with_bottles_dropped(bolts_real):
     assert len(ds.images) == 15 and describe(ds)["classes"]["Bottle"] > 0
     parts = apply_class_map(ds, ["Bolt", "Washer"], {"Bottle": None})
     assert describe(parts)["classes"] == {"Bolt": 168, "Washer": 279}  # 447 boxes (data/README)
+
+
+def test_imported_pool_keeps_boxes_for_the_oracle_only(tmp_path):
+    """An imported pool lands in data/pool without boxes, its boxes in oracle/pool.json, with no
+    temp file left; a rerun copies nothing again (the images keep their mtimes)."""
+    from synthloop.config import load_config
+    from synthloop.stages import render as render_stage
+    from synthloop.stages.workspace import Workspace
+
+    src = _yolo(tmp_path / "photos", {"a": "0 0.5 0.5 0.2 0.4\n1 0.2 0.2 0.1 0.1\n", "b": "2 0.3 0.3 0.1 0.2\n"})
+    cfg = load_config(Path(__file__).parents[2] / "pipelines" / "bolts.yaml",
+                      overrides=[f"workspace={tmp_path / 'ws'}", f"pool.path={src}"])
+    ref = render_stage.run(cfg, "pool", progress=False)
+    ws = Workspace.of(cfg)
+    pool = CocoDataset.load(ref.annotations, ref.image_root)
+    oracle = CocoDataset.load(ws.oracle / "pool.json")
+    assert len(pool.images) == 2 and not pool.annotations
+    assert len(oracle.annotations) == 2  # the bottle was dropped by the class map
+    files = sorted(Path(ref.image_root).iterdir())
+    assert [p.name for p in files] == ["a.jpg", "b.jpg"]
+    mtimes = [p.stat().st_mtime_ns for p in files]
+    render_stage.ingest_pool(ws, oracle.with_image_root(Path(ref.image_root)))
+    assert [p.stat().st_mtime_ns for p in files] == mtimes

