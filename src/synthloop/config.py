@@ -407,12 +407,13 @@ def _renamed_seeds(data: Any) -> Any:
 
 class ExperimentScale(Strict):
     """What a ``--scale`` changes in the grid; unset fields keep the experiment's values.
-    Setting one of ``finetune_steps`` / ``finetune_epochs`` switches the budget to it."""
+    Setting one of ``finetune_steps`` / ``finetune_epochs`` switches the budget to it;
+    ``multi_cycle: false`` leaves the multi-cycle runs out."""
 
     ks: list[int] | None = None
     seeds: list[int] | None = None
     strategies: list[str] | None = None
-    multi_cycle: MultiCycleConfig | None = None
+    multi_cycle: MultiCycleConfig | Literal[False] | None = None
     finetune_steps: int | None = Field(default=None, ge=1)
     finetune_epochs: int | None = Field(default=None, ge=1)
     min_steps: int | None = Field(default=None, ge=0)
@@ -499,6 +500,8 @@ class ExperimentConfig(Strict):
         if name not in scales:
             raise ValueError(f"unknown experiment scale {name!r}; known: {', '.join(sorted(scales))}")
         changes = scales[name].model_dump(exclude_none=True)
+        if changes.get("multi_cycle") is False:
+            changes["multi_cycle"] = None
         if "finetune_steps" in changes:
             changes["finetune_epochs"] = None
         elif "finetune_epochs" in changes:

@@ -155,3 +155,24 @@ def test_harness_seeds_the_fine_tuning_and_sizes_its_budget(tmp_path):
     assert tcfg.seed == cfg.finetune.seed + 3 and tcfg.epochs == 2 and tcfg.max_minutes is None
     assert harness._train_cfg("S+R", 2, seed=1).epochs == 3  # 1 step an epoch, floor of 3
     assert harness._train_cfg("R", 16, seed=1).batch_size == cfg.pretrain.batch_size
+
+
+def test_warm_up_takes_at_most_a_fifth_of_a_run(tmp_path):
+    from synthloop.experiments.harness import Harness
+
+    cfg = load_config(write_toy_pipeline(tmp_path, update={
+        "pretrain": {"warmup_steps": 30, "batch_size": 4},
+        "experiment": {"scales": {"t": {"finetune_epochs": 8, "min_steps": 30}}}}))
+    harness = Harness(cfg, scale="t", progress=False)
+    short = harness._train_cfg("R", 10, seed=1)  # 3 steps an epoch, 10 epochs: 30 steps
+    assert (short.epochs, short.warmup_steps) == (10, 6)
+    long = harness._train_cfg("R", 200, seed=1)  # 50 steps an epoch, 8 epochs: 400 steps
+    assert long.warmup_steps == 30
+
+
+def test_a_scale_can_leave_the_multi_cycle_runs_out():
+    exp = ExperimentConfig(scales={"small": {"ks": [10], "multi_cycle": False},
+                                   "keep": {"ks": [10]}})
+    assert exp.at_scale("small").multi_cycle is None
+    assert multi_cycle_chains(exp.at_scale("small")) == []
+    assert exp.at_scale("keep").multi_cycle == exp.multi_cycle

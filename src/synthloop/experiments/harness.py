@@ -52,7 +52,8 @@ from synthloop.stages.workspace import Workspace, read_record, write_record
 
 log = logging.getLogger(__name__)
 UNCERTAINTY = ("margin", "entropy", "least_confidence", "dbal")
-_NOT_RESULTS = {"monitor_val", "num_threads"}  # settings that do not change a run's numbers
+_NOT_RESULTS = {"monitor_val", "num_threads"}
+WARMUP_SHARE = 5  # a run's warm-up is at most 1/WARMUP_SHARE of its steps  # settings that do not change a run's numbers
 
 
 class Harness:
@@ -163,9 +164,13 @@ class Harness:
         # Each setting trains with the recipe meant for its starting point: R starts from the
         # configured weights (the pretrain recipe), S+R from M0_S (the fine-tune recipe).
         base = self.cfg.pretrain if setting == "R" else self.cfg.finetune
-        epochs, _ = finetune_budget(num_images, base.batch_size, epochs=self.exp.finetune_epochs,
-                                    steps=self.exp.finetune_steps, min_steps=self.exp.min_steps)
-        return base.model_copy(update={"epochs": epochs, "max_minutes": None,
+        epochs, steps = finetune_budget(num_images, base.batch_size,
+                                        epochs=self.exp.finetune_epochs,
+                                        steps=self.exp.finetune_steps, min_steps=self.exp.min_steps)
+        # warm-up takes at most a fifth of a run: R's recipe warms up over 30 steps, which would
+        # be the whole of a 30-step run on 10 labels
+        warmup = min(base.warmup_steps, steps // WARMUP_SHARE)
+        return base.model_copy(update={"epochs": epochs, "max_minutes": None, "warmup_steps": warmup,
                                        "eval_every_epochs": epochs, "seed": base.seed + seed})
 
     def _finetune(self, spec: RunSpec, fold: Fold, init: Path | None, labeled: list[int],
