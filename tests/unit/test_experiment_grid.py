@@ -27,6 +27,9 @@ def test_every_strategy_runs_over_every_seed_and_fold():
         assert {(s.seed, s.fold) for s in specs if (s.setting, s.strategy, s.k) == cell} == \
             {(seed, fold) for seed in (1, 2, 3) for fold in (1, 2)}
     assert {s.strategy for s in specs if s.setting == "R"} == {"random"}
+    # seed by seed: a grid stopped early has every cell of its first seeds
+    assert [(s.seed, s.fold) for s in specs] == sorted((s.seed, s.fold) for s in specs)
+    assert len({(s.setting, s.strategy, s.k) for s in specs[:8]}) == 8
 
 
 def test_without_folds_keys_are_unchanged():

@@ -45,15 +45,15 @@ def fold_indices(exp: ExperimentConfig) -> list[int]:
 
 
 def grid(exp: ExperimentConfig) -> list[RunSpec]:
-    """The single-cycle runs, in the order they run (cheap settings first): every strategy of
-    a setting, k, seed and fold."""
+    """The single-cycle runs, in the order they run: seed by seed (and fold by fold), every
+    cell of the grid for one seed before the next, so a grid stopped early has whole seeds."""
     specs: list[RunSpec] = []
-    for setting in exp.settings:
-        strategies = exp.real_only_strategies if setting == "R" else exp.strategies
-        for strategy in strategies:
-            for k in exp.ks:
+    for seed in exp.seeds:
+        for fold in fold_indices(exp):
+            for setting in exp.settings:
+                strategies = exp.real_only_strategies if setting == "R" else exp.strategies
                 specs.extend(RunSpec(setting, strategy, seed, k, fold=fold)
-                             for seed in exp.seeds for fold in fold_indices(exp))
+                             for strategy in strategies for k in exp.ks)
     return specs
 
 
