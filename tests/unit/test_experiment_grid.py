@@ -27,9 +27,12 @@ def test_every_strategy_runs_over_every_seed_and_fold():
         assert {(s.seed, s.fold) for s in specs if (s.setting, s.strategy, s.k) == cell} == \
             {(seed, fold) for seed in (1, 2, 3) for fold in (1, 2)}
     assert {s.strategy for s in specs if s.setting == "R"} == {"random"}
-    # seed by seed: a grid stopped early has every cell of its first seeds
-    assert [(s.seed, s.fold) for s in specs] == sorted((s.seed, s.fold) for s in specs)
-    assert len({(s.setting, s.strategy, s.k) for s in specs[:8]}) == 8
+    # k by k, then seed by seed: a grid stopped early has whole cells of its smaller ks
+    assert [(s.k, s.seed, s.fold) for s in specs] == sorted((s.k, s.seed, s.fold) for s in specs)
+    first = specs[:len(specs) // 2]
+    assert {s.k for s in first} == {5}
+    assert Counter((s.setting, s.strategy) for s in first) == {
+        ("R", "random"): 6, ("S+R", "random"): 6, ("S+R", "margin"): 6, ("S+R", "dbal"): 6}
 
 
 def test_without_folds_keys_are_unchanged():

@@ -45,15 +45,17 @@ def fold_indices(exp: ExperimentConfig) -> list[int]:
 
 
 def grid(exp: ExperimentConfig) -> list[RunSpec]:
-    """The single-cycle runs, in the order they run: seed by seed (and fold by fold), every
-    cell of the grid for one seed before the next, so a grid stopped early has whole seeds."""
+    """The single-cycle runs, in the order they run: the smallest (cheapest) k first, and for
+    each k seed by seed (and fold by fold) every setting and strategy, so a grid stopped early
+    has whole cells (every seed and fold) of its smaller ks."""
     specs: list[RunSpec] = []
-    for seed in exp.seeds:
-        for fold in fold_indices(exp):
-            for setting in exp.settings:
-                strategies = exp.real_only_strategies if setting == "R" else exp.strategies
-                specs.extend(RunSpec(setting, strategy, seed, k, fold=fold)
-                             for strategy in strategies for k in exp.ks)
+    for k in sorted(exp.ks):
+        for seed in exp.seeds:
+            for fold in fold_indices(exp):
+                for setting in exp.settings:
+                    strategies = exp.real_only_strategies if setting == "R" else exp.strategies
+                    specs.extend(RunSpec(setting, strategy, seed, k, fold=fold)
+                                 for strategy in strategies)
     return specs
 
 
