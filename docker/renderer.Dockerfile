@@ -14,10 +14,11 @@ RUN python -m venv /opt/venv-render \
  && /opt/venv-render/bin/pip install "pip==25.3" \
  && /opt/venv-render/bin/pip install -c constraints-render.txt "bpy==4.5.4"
 # The host side needs no torch: install the package without dependencies, then what
-# synthloop.synthesis and the render CLI import, all pinned by constraints.txt.
+# synthloop.synthesis and the render CLI import, all pinned by constraints.txt
+# (cadquery-ocp-novtk: STEP/IGES parts are tessellated host side, before Blender starts).
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install "pip==25.3" \
- && /opt/venv/bin/pip install -c constraints.txt numpy pillow pydantic pyyaml typer click tqdm dask distributed \
+ && /opt/venv/bin/pip install -c constraints.txt numpy pillow pydantic pyyaml typer click tqdm dask distributed cadquery-ocp-novtk \
  && /opt/venv/bin/pip install --no-deps .
 
 FROM python:3.11.14-slim-bookworm AS runtime

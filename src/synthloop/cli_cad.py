@@ -14,7 +14,8 @@ import typer
 from synthloop.synthesis.fasteners import KINDS, known_sizes
 
 cad_app = typer.Typer(no_args_is_help=True, add_completion=False,
-                      help="Generate part CAD from parameters (closed STL meshes, millimetres).")
+                      help="Generate part CAD from parameters (closed STL meshes, millimetres), "
+                           "or inspect a STEP/IGES file (unit, named solids, sizes).")
 
 FASTENER_HELP = f"""Write ISO-like fastener meshes as binary STL, one file per size, in millimetres.
 
@@ -66,3 +67,28 @@ def fastener(kind: str = typer.Argument(..., help=f"One of: {', '.join(KINDS)}."
         typer.echo(f"{path}: {kind} {size} ({params} mm), box "
                    f"{' x '.join(f'{e:.2f}' for e in extent)} mm, volume {volume:.1f} mm^3, "
                    f"{len(tri)} triangles")
+
+
+@cad_app.command(help="Show what a STEP/IGES file holds: its length unit (read from the file) "
+                      "and each named solid's size in millimetres and metres. The names are "
+                      "what `solid:` (or synthloop init --assembly per-solid) uses.")
+def inspect(path: Path = typer.Argument(..., help="A .step/.stp/.iges/.igs file.")) -> None:
+    from synthloop.synthesis.cad_import import CadImportError, read_cad, tessellate
+
+    try:
+        cad = read_cad(path)
+        rows = []
+        for solid in cad.solids:
+            tri = tessellate(solid.shape, linear_deflection_mm=0.5, angular_deflection_deg=30)
+            flat = tri.reshape(-1, 3)
+            rows.append((solid.name, flat.max(0) - flat.min(0)))
+    except CadImportError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{path}: unit {cad.unit} ({cad.unit_m:g} m), {len(rows)} solid(s)")
+    for name, extent in rows:
+        typer.echo(f"  {name}: {' x '.join(f'{v:.4g}' for v in extent)} mm = "
+                   f"{' x '.join(f'{v / 1000:.4g}' for v in extent)} m")
+    if len(cad.names) > 1:
+        typer.echo("one class per named solid: synthloop init --assembly per-solid, or "
+                   "`solid: <name>` on a part")

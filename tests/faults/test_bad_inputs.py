@@ -193,6 +193,26 @@ print(json.dumps({{"scales": scales, "sizes": [(lambda b: (b[1] - b[0]).tolist()
            "n/a")
 
 
+def test_a_part_drawn_in_inches_is_not_read_as_metres(tmp_path, report):
+    """The blade's numbers in inches, ``unit: auto`` (under 10 units across: metres): the
+    render stops before Blender with the part, its readings and the fix."""
+    from synthloop.config import DomainConfig, PartSpec
+    from synthloop.synthesis.render import plan_shards
+    from synthloop.synthesis.scale_check import ScaleError
+
+    inches = blade(tmp_path, 1.0 / 0.0254)  # 0.15 m long = 5.9 units
+    with pytest.raises(ScaleError) as err:
+        plan_shards(DomainConfig(num_images=2), [PartSpec(name="blade", mesh=inches)],
+                    tmp_path / "out")
+    msg = str(err.value)
+    assert "cannot fit" in msg and "inch: 0.15 m" in msg
+    assert "Fix: set `unit: cm|mm|inch` on part 'blade'" in msg
+    assert not (tmp_path / "out" / "raw").exists()
+    report("mesh: a part drawn in inches, unit: auto (read as metres: 5.9 m long)",
+           "ScaleError before Blender: the part cannot fit the frame; its size under each unit "
+           "(inch: 0.15 m) and the fix `unit: cm|mm|inch`", "n/a")
+
+
 # -------------------------------------------------------------------------------------- COCO
 def coco_dict() -> dict:
     return {"images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80},

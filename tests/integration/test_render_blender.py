@@ -173,7 +173,8 @@ def test_workbench_parts_rest_on_the_table_deterministically(tmp_path, render_cf
                  "fastener": "hex-bolt", "sizes": ["M10x40", "M10x60", "M10x80", "M10x100"]}}),
              PartSpec.model_validate({"name": "Washer", "cad": {
                  "fastener": "washer", "sizes": ["M8", "M10"]}})]
-    domain = DomainConfig(num_images=1, seed=4, width=96, height=64, samples=1,
+    # 320 px wide: an M8 washer is ~4 px at 1 m, the least the scale check lets through
+    domain = DomainConfig(num_images=1, seed=4, width=320, height=192, samples=1,
                           scene="workbench", parts_per_image=IntRange(min=8, max=8),
                           distractors=IntRange(min=2, max=2), camera_distance={"min": 1, "max": 1},
                           focal_length_mm={"min": 24, "max": 24}, min_visibility=0.0)

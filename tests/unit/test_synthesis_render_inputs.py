@@ -56,7 +56,7 @@ def test_missing_and_empty_meshes(tmp_path):
     ("cut.glb", b"glTF" + struct.pack("<II", 2, 999) + b"\0" * 12, "GLB is truncated or corrupt"),
     ("bad.gltf", "{not json", "glTF JSON does not parse"),
     ("empty.gltf", json.dumps({"asset": {"version": "2.0"}}), "glTF has no meshes"),
-    ("part.step", "ISO-10303-21;", "unknown format '.step'"),
+    ("part.step", "ISO-10303-21;", "OpenCascade cannot read it"),
 ])
 def test_corrupt_meshes_name_the_file_and_the_problem(tmp_path, name, data, message):
     _fails(tmp_path, f"{name}: {message}", parts=_mesh(tmp_path, name, data))

@@ -119,6 +119,10 @@ def resolve_assets(domain: DomainConfig, parts: list[PartSpec]) -> Assets:
             continue
         files = part_mesh_files(part)
         for f in files:
+            if f.suffix.lower() in (".step", ".stp", ".iges", ".igs"):  # tessellated later
+                if not f.is_file():
+                    raise AssetError(f"part '{part.name}': CAD file {f} not found")
+                continue
             mesh_info(f)
         variants.append(len(files))
     get_background_source(domain.backgrounds)

@@ -75,8 +75,30 @@ def truncation(part: dict) -> float:
     return 0.0 if full <= 0 else round(1.0 - inside / full, 4)
 
 
+DROP_REASONS = ("off-frame", "too small", "occluded", "truncated")
+
+
+def _drop_reason(part: dict, width: int, height: int, visible: int, visibility: float,
+                 trunc: float) -> str:
+    """Why a part got no box: one of ``DROP_REASONS``."""
+    full = int(part.get("unoccluded_pixels", 0))
+    inside = int(part.get("unoccluded_pixels_in_image", full))
+    if not part.get("on_table", True):
+        return "off-frame"
+    if full == 0:  # no silhouette pixel: below a pixel if its 3D box projects into the image
+        corners = _clipped_xywh(part.get("corners_bbox_xyxy"), width, height)
+        return "too small" if corners is not None else "off-frame"
+    if inside == 0:
+        return "off-frame"
+    if visible == 0:
+        return "occluded"
+    occluded_share = 1.0 - visible / max(inside, 1)
+    return "truncated" if trunc >= occluded_share else "occluded"
+
+
 def part_instances(ids: np.ndarray, record: dict, *, min_visibility: float,
-                   max_truncation: float = 1.0, box_mode: str = "visible") -> list[dict]:
+                   max_truncation: float = 1.0, box_mode: str = "visible",
+                   dropped: list | None = None) -> list[dict]:
     """Annotatable parts of one image from its (H, W) uint16 instance map and worker record.
 
     Returns dicts with ``class_index`` (0-based), ``pass_index`` (its id in the map), ``bbox``
@@ -86,6 +108,8 @@ def part_instances(ids: np.ndarray, record: dict, *, min_visibility: float,
     the image: the paper's "tight" and "fast" boxes, for comparison). Fully hidden parts, parts
     below ``min_visibility`` and parts above ``max_truncation`` are dropped; distractors are
     never returned.
+    ``dropped``, if given, gets ``{"class_index", "reason"}`` for every part left without a box
+    (reason in ``DROP_REASONS``).
     """
     height, width = ids.shape
     out = []
@@ -93,12 +117,14 @@ def part_instances(ids: np.ndarray, record: dict, *, min_visibility: float,
         mask = ids == part["pass_index"]
         visible = int(mask.sum())
         box = mask_box_xywh(mask)
-        if box is None:
-            continue
         full = max(int(part["unoccluded_pixels"]), visible)
-        visibility = visible / full
+        visibility = visible / full if full else 0.0
         trunc = truncation(part)
-        if visibility < min_visibility or trunc > max_truncation:
+        if box is None or visibility < min_visibility or trunc > max_truncation:
+            if dropped is not None:
+                reason = ("truncated" if box is not None and trunc > max_truncation else
+                          _drop_reason(part, width, height, visible, visibility, trunc))
+                dropped.append({"class_index": part["class_index"], "reason": reason})
             continue
         if box_mode != "visible":
             key = "projected_bbox_xyxy" if box_mode == "projected" else "corners_bbox_xyxy"

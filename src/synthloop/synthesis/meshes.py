@@ -308,6 +308,26 @@ def resolve_cad_parts(parts: list, cad_root: Path | str) -> list:
     return out
 
 
+def resolve_cad_files(parts: list, cache_root: Path | str) -> list:
+    """``parts`` with every STEP/IGES ``mesh`` tessellated (cached by file hash under
+    ``cache_root``) and turned into an STL ``mesh`` part in millimetres; others unchanged.
+    The cache folder's ``import.json`` records the file's unit and the unit used."""
+    from synthloop.synthesis.cad_import import import_cad, is_cad_file
+
+    out = []
+    for part in parts:
+        if part.mesh is None or not is_cad_file(part.mesh):
+            out.append(part)
+            continue
+        tess = part.tessellation
+        got = import_cad(part.mesh, cache_root, solid=part.solid, unit=part.unit,
+                         linear_deflection_mm=tess.linear_deflection_mm,
+                         angular_deflection_deg=tess.angular_deflection_deg)
+        out.append(part.model_copy(update={"mesh": Path(got["stl"]), "unit": "mm",
+                                           "solid": None}))
+    return out
+
+
 def prepare_part_meshes(parts: list, mesh_dir: Path | str) -> list[dict]:
     """Resolve every ``PartSpec`` to the mesh files the worker imports, validated.
 
@@ -318,6 +338,7 @@ def prepare_part_meshes(parts: list, mesh_dir: Path | str) -> list[dict]:
     into this list.
     """
     out = []
+    parts = resolve_cad_files(parts, Path(mesh_dir) / "cad_import")
     for class_index, part in enumerate(parts):
         if part.procedural is not None:
             if part.procedural != "turbine_blade":

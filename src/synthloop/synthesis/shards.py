@@ -110,9 +110,10 @@ def finish_image(job: ShardJob, item: dict) -> dict:
     if not out["rejected"]:
         ids = np.load(raw / f"{stem}.ids.npz")["ids"]
         f = job.finish
+        out["dropped"] = []  # why parts got no box: scale_check.check_class_boxes reports them
         out["instances"] = part_instances(ids, record, min_visibility=f["min_visibility"],
                                           max_truncation=f["max_truncation"],
-                                          box_mode=f["box_mode"])
+                                          box_mode=f["box_mode"], dropped=out["dropped"])
         if f["drop_empty_images"] and not out["instances"]:
             out["rejected"] = "no part passes the visibility/truncation filter"
     if not out["rejected"]:
