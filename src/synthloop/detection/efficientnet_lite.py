@@ -65,8 +65,11 @@ class SameConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride[0] > 1:
             pads = []
-            for size, k, s in ((x.shape[-1], self.kernel_size[1], self.stride[1]),
-                               (x.shape[-2], self.kernel_size[0], self.stride[0])):
+            # int(): an ONNX trace (detection/export.py) records these pads as constants, right
+            # for every even size (the detector pads its inputs to a multiple of 32); a shape
+            # left symbolic would be mixed with the traced ceil() into a wrong formula.
+            for size, k, s in ((int(x.shape[-1]), self.kernel_size[1], self.stride[1]),
+                               (int(x.shape[-2]), self.kernel_size[0], self.stride[0])):
                 total = max((math.ceil(size / s) - 1) * s + k - size, 0)
                 pads += [total // 2, total - total // 2]
             x = F.pad(x, pads)

@@ -85,7 +85,8 @@ def _batches(source: CocoDataset | Sequence[torch.Tensor], batch_size: int
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    param = next(model.parameters(), None)  # an exported scorer holds none: it runs on the CPU
+    return param.device if param is not None else torch.device("cpu")
 
 
 def predict_with_probs_and_features(model: nn.Module,

@@ -18,7 +18,7 @@ from synthloop.active import strategy_from_config
 from synthloop.artifacts import DatasetRef, ModelRef, QueryBatch
 from synthloop.config import PipelineConfig
 from synthloop.stages.label_routing import OracleRouting, oracle_routing, unlabelable_message
-from synthloop.stages.score import load_scores
+from synthloop.stages.score import load_scores, scores_meta
 from synthloop.stages.workspace import Workspace, read_record, write_record
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,12 @@ def run(cfg: PipelineConfig, *, cycle: int, scores_path: Path, model: ModelRef, 
                           labeled_ids=frozenset(labeled_ids))
     chosen = tuple(int(i) for i in sel.image_ids)
     new = tuple(i for i in chosen if i not in labeled_ids)
+    meta = scores_meta(scores_path)
+    # What was scored, and by what: a candidate subset (active.candidate_subset) is drawn with
+    # this batch's seed; "scorer" is "torch" or the exported scorer's runtime.
+    params.update(scorer=meta["scorer"], scored=meta["scored"], candidates=meta["candidates"])
+    if cfg.active.candidate_subset:
+        params["candidate_subset"] = cfg.active.candidate_subset
     batch = QueryBatch(strategy=cfg.active.strategy, params={**params, "k": cfg.active.k,
                                                              "scope": cfg.active.scope},
                        seed=seed, model_version=str(model.version), pool_md5=pool.md5,
