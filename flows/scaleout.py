@@ -73,7 +73,7 @@ def score_scaleout(config: str = "pipelines/demo.yaml", model: str = "", out: st
     pool = CocoDataset.load(pool_dir / ANNOTATIONS)
     jobs = score_jobs(model, pool_dir / ANNOTATIONS, pool.image_root, [im.id for im in pool.images],
                       chunk_size=cfg.dask.score_chunk_size, batch_size=cfg.active.batch_size,
-                      num_threads=cfg.dask.threads_per_worker)
+                      num_threads=cfg.dask.threads_per_worker, device=cfg.runtime.device)
     scores = score_pool(jobs, map_fn=prefect_map)
     path = Path(out) if out else Workspace.of(cfg).staging / "scores-scaleout.npz"
     save_scores(path, scores)

@@ -46,6 +46,9 @@ def evaluate(
     min_score: float = typer.Option(0.3, "--min-score", min=0.0, max=1.0,
                                     help="Lowest detection score drawn on the overlays."),
     batch_size: int = typer.Option(2, "--batch-size", min=1, help="Images per forward pass."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N "
+                                         "(default: runtime.device of --config, else auto: the "
+                                         "GPU when torch sees one)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Pipeline YAML whose "
                                           "registry holds the model (default pipelines/demo.yaml "
                                           "for registry models); its part names name the classes "
@@ -74,7 +77,10 @@ def evaluate(
                                         unlabelled_as_background=unlabelled_as_background)
         mapping = parse_class_map(class_map)
         cfg = _registry_config(config, overlay, set_, workspace, spec_needs_registry(model))
-        loaded = load_model_under_test(model, cfg=cfg)
+        from synthloop.detection.device import resolve_device
+
+        runs_on = resolve_device(device or (cfg.runtime.device if cfg is not None else "auto"))
+        loaded = load_model_under_test(model, cfg=cfg, device=runs_on)
         out = out or Path("evaluation") / f"{loaded.label}_{Path(data).resolve().name}"
         _print_header(loaded, labelled)
         report = evaluate_folder(model=loaded, data=labelled, out=out, class_map=mapping,

@@ -213,3 +213,15 @@ def test_unknown_mmdet_config_is_a_clear_error():
     require_mmdet()
     with pytest.raises(FileNotFoundError, match="no-such-config"):
         build_detector(cfg=mmdet_cfg(mmdet_config="no-such-config.py"), num_classes=2)
+
+
+@pytest.mark.mmdet
+def test_mmdet_data_preprocessor_follows_the_model_to_its_device():
+    """`.to(device)` on our wrapper must reach mmengine's data preprocessor, which moves the
+    inputs: left on the CPU, it would feed CPU tensors to a model on the GPU."""
+    model = mmdet_model()
+    assert model.detector.data_preprocessor._device == torch.device("cpu")
+    model.to("meta")
+    assert model.detector.data_preprocessor._device == torch.device("meta")
+    model.to("cpu")
+    assert model.detector.data_preprocessor._device == torch.device("cpu")

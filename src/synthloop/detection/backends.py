@@ -31,19 +31,26 @@ BACKENDS = ("torchvision", "mmdet")
 Scorer = Callable[[list[torch.Tensor]], tuple[list[dict[str, torch.Tensor]], torch.Tensor]]
 
 
-def build_detector(*, cfg: DetectorConfig, num_classes: int) -> nn.Module:
-    """Build the detector of ``cfg.backend`` for ``num_classes`` foreground classes."""
+def build_detector(*, cfg: DetectorConfig, num_classes: int,
+                   device: torch.device | str | None = None) -> nn.Module:
+    """Build the detector of ``cfg.backend`` for ``num_classes`` foreground classes.
+
+    The weights are made on the CPU (a seeded initialisation is the same on every device), then
+    the model moves to ``device`` (``detection.device.resolve_device``'s result; None: the CPU).
+    """
     if not isinstance(cfg, DetectorConfig):
         raise TypeError(f"cfg must be a DetectorConfig, got {type(cfg).__name__}")
     if cfg.backend == "mmdet":
         from synthloop.detection.mmdet_backend import build_mmdet_detector
 
-        return build_mmdet_detector(cfg=cfg, num_classes=num_classes)
-    if cfg.backend == "torchvision":
+        model = build_mmdet_detector(cfg=cfg, num_classes=num_classes)
+    elif cfg.backend == "torchvision":
         from synthloop.detection.torchvision_backend import build_detector as build_torchvision
 
-        return build_torchvision(cfg=cfg, num_classes=num_classes)
-    raise ValueError(f"unknown detector backend {cfg.backend!r}; known: {', '.join(BACKENDS)}")
+        model = build_torchvision(cfg=cfg, num_classes=num_classes)
+    else:
+        raise ValueError(f"unknown detector backend {cfg.backend!r}; known: {', '.join(BACKENDS)}")
+    return model.to(device) if device is not None else model
 
 
 def backend_of(model: nn.Module) -> str:

@@ -54,8 +54,9 @@ def read_checkpoint(source: Path | str) -> dict[str, Any]:
     return ckpt
 
 
-def load_checkpoint(path: Path | str) -> nn.Module:
-    """Rebuild the detector saved by ``save_checkpoint`` and load its weights (eval mode).
+def load_checkpoint(path: Path | str, *, device: torch.device | str | None = None) -> nn.Module:
+    """Rebuild the detector saved by ``save_checkpoint`` and load its weights (eval mode), on
+    ``device`` (``detection.device.resolve_device``'s result; None: the CPU).
 
     The model's ``checkpoint_extra`` attribute holds the saved ``extra`` dict.
     """
@@ -73,4 +74,6 @@ def load_checkpoint(path: Path | str) -> nn.Module:
     model.load_state_dict(ckpt["model"])
     model.detector_cfg = DetectorConfig.model_validate(ckpt["detector"])
     model.checkpoint_extra = ckpt.get("extra", {})
+    if device is not None:
+        model.to(device)
     return model.eval()

@@ -202,6 +202,17 @@ class TorchvisionLikeResize:
         return resize_like_torchvision(image, self.min_size[0], self.max_size)
 
 
+def follow_device(module: nn.Module) -> None:
+    """Point every mmengine data preprocessor inside ``module`` (``_device``: where it moves the
+    inputs) at the device of ``module``'s weights, as mmengine's ``BaseModel.to`` does."""
+    from synthloop.detection.device import model_device
+
+    device = model_device(module)
+    for sub in module.modules():
+        if isinstance(getattr(sub, "_device", None), torch.device):
+            sub._device = device
+
+
 class MMDetDetector(nn.Module):
     """An mmdet detector with the torchvision calling convention (``backends`` module doc).
 
@@ -217,6 +228,13 @@ class MMDetDetector(nn.Module):
         self.num_classes = num_classes
         self.transform = TorchvisionLikeResize(cfg.min_size, cfg.max_size)
         self.detector_cfg = cfg
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to(device) / .cuda() on this wrapper never reach mmengine's BaseModel.to, which is
+        # what tells the data preprocessor where to send the inputs: tell it here.
+        out = super()._apply(fn, recurse)
+        follow_device(self)
+        return out
 
     @property
     def detector_cfg(self) -> DetectorConfig:

@@ -27,32 +27,46 @@ class ScoreJob:
     image_ids: tuple[int, ...]
     batch_size: int = 8
     num_threads: int = 1
+    device: str = "cpu"  # runtime.device, resolved on the worker (its GPU, if any)
+    # export.runtime: an MLflow model logged with an exported scorer is scored with it on CPU
+    # workers (detection/export.py); None: torch
+    export_runtime: str | None = None
 
 
 def score_jobs(model: str | Path, annotations: str | Path, image_root: str | Path,
                image_ids: Sequence[int], *, chunk_size: int, batch_size: int = 8,
-               num_threads: int = 1) -> list[ScoreJob]:
+               num_threads: int = 1, device: str = "cpu",
+               export_runtime: str | None = None) -> list[ScoreJob]:
     """Cut ``image_ids`` into chunks of at most ``chunk_size`` (order kept)."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     ids = [int(i) for i in image_ids]
     return [ScoreJob(str(model), str(annotations), str(image_root), tuple(ids[s:s + chunk_size]),
-                     batch_size, num_threads) for s in range(0, len(ids), chunk_size)]
+                     batch_size, num_threads, device, export_runtime)
+            for s in range(0, len(ids), chunk_size)]
 
 
-def _model(source: str) -> Any:
+def _model(source: str, device: str = "cpu", export_runtime: str | None = None) -> Any:
+    from synthloop.detection.device import resolve_device
+
+    where = resolve_device(device)
     with _MODELS_LOCK:
-        if source not in _MODELS:
+        key = f"{source}@{where}@{export_runtime}"
+        if key not in _MODELS:
             from synthloop.detection import load_checkpoint
 
             if Path(source).is_file():
-                _MODELS[source] = load_checkpoint(source)
+                _MODELS[key] = load_checkpoint(source, device=where)
             else:  # an MLflow model URI
                 from synthloop import tracking
 
                 with tempfile.TemporaryDirectory() as tmp:
-                    _MODELS[source] = load_checkpoint(tracking.download_checkpoint(source, Path(tmp)))
-        return _MODELS[source]
+                    _MODELS[key] = load_checkpoint(tracking.download_checkpoint(source, Path(tmp)),
+                                                   device=where)
+                if export_runtime is not None:
+                    _MODELS[key] = tracking.exported_or_torch(source, _MODELS[key],
+                                                              runtime=export_runtime)[0]
+        return _MODELS[key]
 
 
 def score_chunk(job: ScoreJob) -> list[Any]:
@@ -64,7 +78,8 @@ def score_chunk(job: ScoreJob) -> list[Any]:
 
     torch.set_num_threads(job.num_threads)
     ds = CocoDataset.load(job.annotations, job.image_root).subset(job.image_ids)
-    return predict_with_probs_and_features(_model(job.model), ds, batch_size=job.batch_size,
+    model = _model(job.model, job.device, job.export_runtime)
+    return predict_with_probs_and_features(model, ds, batch_size=job.batch_size,
                                            progress=False)
 
 

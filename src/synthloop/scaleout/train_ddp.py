@@ -30,6 +30,7 @@ def train_ddp(*, config: Path, train: Path, out: Path, init: Path | None = None,
     from synthloop.data.coco import CocoDataset
     from synthloop.detection import build_detector, load_checkpoint, save_checkpoint, train_one_epoch
     from synthloop.detection.datasets import DetectionDataset, collate_detection
+    from synthloop.detection.device import training_precision
     from synthloop.scaleout.ddp import process_group, shard_indices, unwrap, wrap_model
 
     cfg = load_config(config, overrides=list(overrides))
@@ -45,12 +46,15 @@ def train_ddp(*, config: Path, train: Path, out: Path, init: Path | None = None,
         data = DetectionDataset(CocoDataset.load(train), augment=tcfg.augment,
                                 seed=tcfg.seed + env.rank)
         step, metrics = 0, {}
+        precision = training_precision(torch.device(env.device),
+                                       enabled=cfg.runtime.mixed_precision)
         for epoch in range(1, tcfg.epochs + 1):
             mine = Subset(data, shard_indices(len(data), env, seed=tcfg.seed * 100_003 + epoch))
             loader = DataLoader(mine, batch_size=tcfg.batch_size, shuffle=False,
                                 collate_fn=collate_detection, num_workers=0)
             metrics, step, _ = train_one_epoch(model, optimizer, loader, cfg=tcfg, epoch=epoch,
-                                               step=step, deadline=None, progress=env.is_main)
+                                               step=step, deadline=None, progress=env.is_main,
+                                               precision=precision)
             if env.is_main:
                 log.info("epoch %d: loss %.4f (%d ranks, step %d)", epoch, metrics["loss"],
                          env.world_size, step)

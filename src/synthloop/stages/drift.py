@@ -83,6 +83,7 @@ def run(cfg: PipelineConfig, *, current_ids: list[int], baseline: set[int],
         run_id: str | None = None) -> DriftResult | None:
     """Check ``current_ids`` (pool ids) for drift; None when there is no champion yet."""
     from synthloop.detection import load_checkpoint
+    from synthloop.detection.device import resolve_device
     from synthloop.monitoring.drift import run_checks
 
     tracking.setup(cfg)
@@ -96,7 +97,8 @@ def run(cfg: PipelineConfig, *, current_ids: list[int], baseline: set[int],
     def net():
         if "net" not in loaded:
             with tempfile.TemporaryDirectory() as tmp:
-                loaded["net"] = load_checkpoint(tracking.download_checkpoint(champ.source, Path(tmp)))
+                source = tracking.download_checkpoint(champ.source, Path(tmp))
+                loaded["net"] = load_checkpoint(source, device=resolve_device(cfg.runtime.device))
         return loaded["net"]
 
     version = str(champ.version)

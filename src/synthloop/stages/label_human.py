@@ -55,11 +55,13 @@ def predict_preannotations(cfg: PipelineConfig, model_version: str, images: list
     from mlflow import MlflowClient
 
     from synthloop.detection import load_checkpoint, load_image, predict
+    from synthloop.detection.device import resolve_device
 
     tracking.setup(cfg)
     mv = MlflowClient().get_model_version(cfg.registered_model_name, str(model_version))
     with tempfile.TemporaryDirectory() as tmp:
-        model = load_checkpoint(tracking.download_checkpoint(mv.source, Path(tmp)))
+        model = load_checkpoint(tracking.download_checkpoint(mv.source, Path(tmp)),
+                                device=resolve_device(cfg.runtime.device))
     out: list[Preannotation] = []
     for im in images:
         res = predict(model, [load_image(Path(image_root) / im.file_name)])[0]

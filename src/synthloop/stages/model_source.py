@@ -48,11 +48,17 @@ def spec_needs_registry(spec: str) -> bool:
     return not (spec.startswith(("http://", "https://")) or Path(spec).is_file())
 
 
-def load_model_under_test(spec: str, *, cfg: PipelineConfig | None) -> ModelUnderTest:
-    """Resolve and load ``spec`` (see the module docstring); ``cfg`` is needed for registry
-    specs and for checkpoints without class names."""
+def load_model_under_test(spec: str, *, cfg: PipelineConfig | None,
+                          device: Any = None) -> ModelUnderTest:
+    """Resolve and load ``spec`` (see the module docstring) onto ``device`` (a resolved
+    ``torch.device``; None: ``cfg.runtime.device``, or ``auto`` without ``cfg``); ``cfg`` is
+    needed for registry specs and for checkpoints without class names."""
+    if device is None:
+        from synthloop.detection.device import resolve_device
+
+        device = resolve_device(cfg.runtime.device if cfg is not None else "auto")
     if not spec_needs_registry(spec):
-        return _from_checkpoint(spec, cfg)
+        return _from_checkpoint(spec, cfg, device)
     if _looks_like_path(spec):
         raise ModelSourceError(f"checkpoint not found: {spec}")
     if cfg is None:
@@ -63,11 +69,13 @@ def load_model_under_test(spec: str, *, cfg: PipelineConfig | None) -> ModelUnde
     version_match = _VERSION.match(spec)
     if version_match:
         version = _get_version(client, name, version_match.group(1))
-        return _from_registry(client, name, version, cfg, label=f"v{version.version}")
+        return _from_registry(client, name, version, cfg, label=f"v{version.version}",
+                              device=device)
     if _RUN_ID.match(spec):
-        return _from_run(client, spec, cfg)
+        return _from_run(client, spec, cfg, device)
     version = _get_alias(client, name, spec)
-    return _from_registry(client, name, version, cfg, label=f"{spec}-v{version.version}")
+    return _from_registry(client, name, version, cfg, label=f"{spec}-v{version.version}",
+                          device=device)
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -92,11 +100,11 @@ def _resize(model: nn.Module) -> dict[str, int]:
     return {"min_size": int(det.min_size), "max_size": int(det.max_size)}
 
 
-def _from_checkpoint(spec: str, cfg: PipelineConfig | None) -> ModelUnderTest:
+def _from_checkpoint(spec: str, cfg: PipelineConfig | None, device: Any) -> ModelUnderTest:
     from synthloop.detection import load_checkpoint
 
     try:
-        model = load_checkpoint(spec)
+        model = load_checkpoint(spec, device=device)
     except ImportError as exc:  # an mmdet checkpoint without the extra installed
         raise ModelSourceError(f"{spec}: cannot build its detector ({exc}); "
                                "install the backend it needs (make setup-mmdet)") from None
@@ -153,10 +161,11 @@ def _latest(client: Any, name: str) -> str:
 
 
 def _from_registry(client: Any, name: str, version: Any, cfg: PipelineConfig,
-                   *, label: str) -> ModelUnderTest:
+                   *, label: str, device: Any) -> ModelUnderTest:
     from synthloop.serve.champion import load_registry_version
 
-    loaded = load_registry_version(client, name, version)  # the champion as `serve` loads it
+    # the champion as `serve` loads it
+    loaded = load_registry_version(client, name, version, device=device)
     where = f"{name} v{loaded.version}"
     names = tuple(loaded.class_names) or _class_names(loaded.model, cfg, where)
     details = {"source": "registry", "registered_model": name, "version": loaded.version,
@@ -165,7 +174,7 @@ def _from_registry(client: Any, name: str, version: Any, cfg: PipelineConfig,
     return ModelUnderTest(loaded.model, names, label, details)
 
 
-def _from_run(client: Any, run_id: str, cfg: PipelineConfig) -> ModelUnderTest:
+def _from_run(client: Any, run_id: str, cfg: PipelineConfig, device: Any) -> ModelUnderTest:
     from mlflow.exceptions import MlflowException
 
     from synthloop import tracking
@@ -178,14 +187,15 @@ def _from_run(client: Any, run_id: str, cfg: PipelineConfig) -> ModelUnderTest:
     versions = client.search_model_versions(f"run_id = '{run_id}'")
     if versions:
         version = max(versions, key=lambda v: int(v.version))
-        return _from_registry(client, version.name, version, cfg, label=f"run-{run_id[:8]}")
+        return _from_registry(client, version.name, version, cfg, label=f"run-{run_id[:8]}",
+                              device=device)
     logged = client.search_logged_models(experiment_ids=[run.info.experiment_id],
                                          filter_string=f"source_run_id = '{run_id}'")
     if not logged:
         raise ModelSourceError(f"run {run_id} logged no model: pass a run that trained one")
     with tempfile.TemporaryDirectory() as tmp:
         model = load_checkpoint(tracking.download_checkpoint(f"models:/{logged[0].model_id}",
-                                                             Path(tmp)))
+                                                             Path(tmp)), device=device)
     details = {"source": "run", "run_id": run_id, "tracking_uri": cfg.tracking_uri,
                **_resize(model)}
     return ModelUnderTest(model, _class_names(model, cfg, f"run {run_id}"), f"run-{run_id[:8]}",

@@ -1,14 +1,16 @@
 """Render worker: ``python -m synthloop.synthesis.blender.worker JOB.json`` (needs bpy).
 
 A job json (``shards.ShardJob.worker_job``) holds ``out_dir``, the render settings (``width``,
-``height``, ``samples``, ``denoise``, ``quality``, ``scene``, ``threads``, ``profile``),
+``height``, ``samples``, ``denoise``, ``quality``, ``scene``, ``threads``, ``profile``,
+``device``: auto | gpu | cpu, see ``devices``),
 ``meshes`` ([{name, class_index, variant, path, unit}]), ``distractor_meshes``, ``hdris``,
 ``finish`` (filters) and ``images`` ([{stem, key, plan}]). For each image the worker writes,
 into ``out_dir``, each file atomically (temp + rename) and in this order: ``<stem>.png`` (RGBA,
 straight alpha), ``<stem>.ids.npz`` (``ids``: (H, W) uint16 object pass index, 0 = nothing)
 and last ``<stem>.json``, the done-marker with camera, object poses, per-instance silhouette
 areas, ``rejected`` (images dropped before rendering: no png/ids), ``render_seconds`` and
-``cpu_seconds`` (all threads) and ``peak_rss_mb``. An
+``cpu_seconds`` (all threads), ``peak_rss_mb`` and ``render_device`` (which device rendered
+it, and why when it is not the one asked for: ``devices.DeviceChoice.record``). An
 image whose marker carries the same ``key`` is skipped, so rerunning a job after a crash
 renders only what is missing.
 """
@@ -163,7 +165,6 @@ def _peak_rss_mb() -> float:
 
 def _render_one(h: dict, job: dict, item: dict, tmp_dir: str) -> dict:
     """Pose the scene for one plan, render it (unless rejected first) and return its marker."""
-    import bpy
     from synthloop.synthesis.blender import scene as scene_lib
 
     out_dir, width, height = job["out_dir"], job["width"], job["height"]
@@ -177,7 +178,7 @@ def _render_one(h: dict, job: dict, item: dict, tmp_dir: str) -> dict:
     if not record["rejected"]:
         png = os.path.join(out_dir, stem + ".png")
         h["scene"].render.filepath = f"{png}.tmp{os.getpid()}.png"
-        bpy.ops.render.render(write_still=True)
+        record["render_device"] = h["renderer"].render().record()  # a GPU failure: CPU again
         _require_complete_png(h["scene"].render.filepath, png)
         os.replace(h["scene"].render.filepath, png)
         clock.append(time.time())
@@ -188,6 +189,22 @@ def _render_one(h: dict, job: dict, item: dict, tmp_dir: str) -> dict:
     phases = ("pose", "silhouettes", "render", "ids")
     record["phase_seconds"] = {k: round(b - a, 3) for k, a, b in zip(phases, clock, clock[1:])}
     return record
+
+
+def _renderer(h: dict, job: dict, renderer):
+    """The job's ``Renderer`` (``devices``): chosen once per worker (after the first scene
+    build: it resets the preferences), moved onto a rebuilt scene, kept in ``h``."""
+    import bpy
+    from synthloop.synthesis.blender import devices
+
+    if renderer is None:
+        choice = devices.choose(job.get("device", "cpu"))
+        renderer = devices.Renderer(h["scene"], choice,
+                                    lambda: bpy.ops.render.render(write_still=True))
+    elif renderer.scene is not h["scene"]:
+        renderer.use_scene(h["scene"])
+    h["renderer"] = renderer
+    return renderer
 
 
 def _build(job: dict, images: list[dict], tmp_dir: str) -> dict:
@@ -215,10 +232,12 @@ def run(job: dict) -> int:
     t0 = time.time()
     h = None if fresh else _build(job, todo, tmp_dir)
     print(f"synthloop-worker: scene built in {time.time() - t0:.2f}s", flush=True)
+    renderer = None
     for item in todo:
         t, cpu = time.time(), time.process_time()
         if fresh:
             h = _build(job, [item], tmp_dir)
+        renderer = _renderer(h, job, renderer)
         record = {"key": item["key"], "index": item["plan"]["index"], "stem": item["stem"],
                   **_render_one(h, job, item, tmp_dir), "part_scales": h["part_scales"],
                   "render_seconds": round(time.time() - t, 3),
