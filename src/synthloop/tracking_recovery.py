@@ -16,6 +16,12 @@ workspace's cycle lock, before any stage, so no stage of that workspace runs bes
 
 ``reopen_run`` continues a run in this process (a crashed cycle's parent run, reused by the
 rerun): RUNNING again, owned by this process, the interruption note kept as ``synthloop.resumed``.
+
+``ends_failed`` covers the other way a run outlives its work: a stage that raises. Each stage
+that opens a run, and the cycle's and the pipeline's runs, run their body inside it: the run
+ends FAILED (KILLED on Ctrl-C) with the error in ``synthloop.error`` (and as the run's
+description when it has none) and the traceback as ``error.txt``. A SIGKILL runs no handler; ``mark_interrupted_runs`` ends those runs on the next
+start.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ import logging
 import os
 import socket
 import time
+import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -38,6 +46,11 @@ log = logging.getLogger(__name__)
 STALE_AFTER_S = 7 * 24 * 3600.0  # another host's run (or an untagged one): ended after a week
 INTERRUPTED_TAG = "synthloop.interrupted"
 RESUMED_TAG = "synthloop.resumed"
+ERROR_TAG = "synthloop.error"  # why a run ended FAILED: "<exception type>: <message>"
+ERROR_ARTIFACT = "error.txt"  # the traceback
+MAX_ERROR_TAG = 4000
+NOTE_TAG = "mlflow.note.content"  # the run page's Description: a failed run without one says why
+FAILED_NOTE = "FAILED: "
 PARENT_TAG = "mlflow.parentRunId"
 
 
@@ -144,7 +157,7 @@ def mark_interrupted_runs(client: MlflowClient, experiment_id: str, *,
 
 def reopen_run(client: MlflowClient, run_id: str) -> None:
     """Continue ``run_id`` in this process: RUNNING, owned by this process; an interruption
-    note moves to ``synthloop.resumed``."""
+    note or an error (``synthloop.error``) moves to ``synthloop.resumed``."""
     run = client.get_run(run_id)
     mine = tracking.process_tags()
     same = all(run.data.tags.get(k) == mine[k] for k in (tracking.PID_TAG, tracking.HOST_TAG,
@@ -155,7 +168,38 @@ def reopen_run(client: MlflowClient, run_id: str) -> None:
         client.update_run(run_id, status="RUNNING")
     for key, value in mine.items():
         client.set_tag(run_id, key, value)
-    note = run.data.tags.get(INTERRUPTED_TAG)
-    if note:
-        client.set_tag(run_id, RESUMED_TAG, f"{note}; resumed by {_me()} at {_now()}")
-        client.delete_tag(run_id, INTERRUPTED_TAG)
+    if run.data.tags.get(NOTE_TAG, "").startswith(FAILED_NOTE):
+        client.delete_tag(run_id, NOTE_TAG)
+    for tag, say in ((INTERRUPTED_TAG, "{}"), (ERROR_TAG, "ended FAILED: {}")):
+        note = run.data.tags.get(tag)
+        if note:
+            client.set_tag(run_id, RESUMED_TAG,
+                           f"{say.format(note)}; resumed by {_me()} at {_now()}"[:MAX_ERROR_TAG])
+            client.delete_tag(run_id, tag)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` on one line, cut to fit a run tag."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:MAX_ERROR_TAG]
+
+
+@contextmanager
+def ends_failed(run_id: str, client: MlflowClient | None = None) -> Iterator[str]:
+    """Run the body for MLflow run ``run_id``; when it raises, end the run FAILED (KILLED for a
+    KeyboardInterrupt) with ``synthloop.error`` and ``error.txt``, then re-raise. A tracking
+    store that cannot take the note (an outage) never hides the stage's own error."""
+    try:
+        yield run_id
+    except BaseException as exc:
+        client = client or MlflowClient()
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        try:
+            client.set_tag(run_id, ERROR_TAG, describe_error(exc))
+            if NOTE_TAG not in client.get_run(run_id).data.tags:
+                client.set_tag(run_id, NOTE_TAG, f"{FAILED_NOTE}{describe_error(exc)}\n\n"
+                               f"The traceback is in the artifact {ERROR_ARTIFACT}.")
+            client.log_text(run_id, "".join(traceback.format_exception(exc)), ERROR_ARTIFACT)
+            client.set_terminated(run_id, status=status)
+        except Exception as note_error:  # noqa: BLE001 - the stage's error is the one to raise
+            log.warning("could not mark MLflow run %s %s: %s", run_id, status, note_error)
+        raise

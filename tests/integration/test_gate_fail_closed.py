@@ -164,7 +164,7 @@ def test_a_refused_gate_ends_the_cycle_non_zero_with_one_line(tmp_path, monkeypa
     def stand_in(name, fn, /, *args, **kwargs):
         return fn(*args, **kwargs) if name == "gate" else done[name]
 
-    def one_cycle(cfg_, *, runner, cycles, progress):
+    def one_cycle(cfg_, *, runner, cycles, progress, **_):
         return [pipeline.run_cycle(cfg_, 1, previous=champ[0], runner=stand_in,
                                    data={"pool": None, "val": None})[1]]
 

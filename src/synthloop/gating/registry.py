@@ -58,6 +58,15 @@ def apply_decision(client: MlflowClient, name: str, version: str, *, promote: bo
         client.set_registered_model_alias(name, CHAMPION, version)
 
 
+def write_descriptions(client: MlflowClient, name: str, version: str, *, version_text: str,
+                       model_text: str | None = None) -> None:
+    """The gate's verdict as ``version``'s description; ``model_text`` (given when the version
+    now serves) as the registered model's."""
+    client.update_model_version(name, version, description=version_text)
+    if model_text is not None:
+        client.update_registered_model(name, description=model_text)
+
+
 def tag_orphaned_versions(client: MlflowClient, name: str, *,
                           recorded: Collection[str] = ()) -> list[str]:
     """Tag the versions of ``name`` that no alias and no stage record names and whose

@@ -43,7 +43,7 @@ def run(cfg: PipelineConfig, *, cycle: int, previous: ModelRef, labeled: Dataset
             init_checkpoint=init, checkpoint_dir=ws.checkpoint_dir(f"cycle_{cycle}"),
             parent_run_id=parent_run_id,
             extra_params={"labeled.md5": labeled.md5, "parent_model_version": previous.version},
-            progress=progress)
+            datasets={"labeled": labeled}, progress=progress)
     write_record(record_path, {"model": {"run_id": ref.run_id, "uri": ref.uri, "version": ref.version,
                                          "metrics": ref.metrics},
                                "eval": {"metrics": ev.metrics, "dataset_md5": ev.dataset_md5,

@@ -14,7 +14,9 @@ error. ``gate.allow_point_rule_on_error`` lets the point estimates decide instea
 
 MLflow: a ``gate-cycle-<t>`` run (nested in the cycle's run) holds the decision, the rule that
 made it, its reason and interval, and a PNG of both PR curves, the bootstrap histogram and the
-per-class AP drops.
+per-class AP drops. The registry: the candidate version's description is the verdict
+(gating/verdict.py: "promoted: AP +0.034, 90% interval [...] over 200 resamples; per-class ok"
+or "refused: ..."); a promotion also rewrites the model's: which version serves, since when.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-from synthloop import lineage, tracking
-from synthloop.artifacts import ClassDrop, EvalResult, ImprovementInterval, ModelRef
+from synthloop import lineage, tracking, tracking_datasets, tracking_recovery
+from synthloop.artifacts import ClassDrop, DatasetRef, EvalResult, ImprovementInterval, ModelRef
 from synthloop.config import PipelineConfig
 from synthloop.gating.decision import RULE_REFUSED, RULE_RESUMED, decide_promotion
 from synthloop.gating.predictions import ImageDetections, load_predictions, predictions_path
-from synthloop.gating.registry import CHAMPION, apply_decision, get_alias_version
+from synthloop.gating import verdict
+from synthloop.gating.registry import (CHAMPION, apply_decision, get_alias_version,
+                                       write_descriptions)
 from synthloop.stages.workspace import Workspace, read_record, write_record
 
 log = logging.getLogger(__name__)
@@ -50,13 +54,15 @@ def val_predictions(cfg: PipelineConfig, run_id: str, model_uri: str, val_md5: s
                     ) -> list[ImageDetections]:
     """Per-image detections of ``run_id``'s model on val version ``val_md5`` (cached)."""
     from synthloop.detection import load_checkpoint, predict_with_probs_and_features
+    from synthloop.detection.device import resolve_device
     from synthloop.gating.predictions import save_predictions
 
     path = predictions_path(Workspace.of(cfg).root, run_id, val_md5)
     if not path.exists():
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                model = load_checkpoint(tracking.download_checkpoint(model_uri, Path(tmp)))
+                model = load_checkpoint(tracking.download_checkpoint(model_uri, Path(tmp)),
+                                        device=resolve_device(cfg.runtime.device))
         except Exception as exc:  # say whose checkpoint, and why predictions were needed
             raise RuntimeError(f"no cached val predictions of run {run_id} and its checkpoint "
                                f"({model_uri}) cannot be loaded: {describe(exc)}") from exc
@@ -204,7 +210,9 @@ def run(cfg: PipelineConfig, *, cycle: int, candidate: ModelRef, candidate_eval:
         client.log_metric(run_id, "promoted", float(record["promote"]))
     if parent_run_id:
         client.log_dict(parent_run_id, record, "gate_decision.json")
-    gate_run_id = log_gate_run(cfg, client, exp_id, record, evidence, parent_run_id)
+    gate_run_id = log_gate_run(cfg, client, exp_id, record, evidence, parent_run_id,
+                               val=val_ref(cfg, candidate_eval))
+    describe_decision(cfg, client, record)
     if refused:
         refused_path = record_path.with_name("gate_refused.json")
         write_record(refused_path, record)
@@ -219,11 +227,40 @@ def run(cfg: PipelineConfig, *, cycle: int, candidate: ModelRef, candidate_eval:
     return record
 
 
+def val_ref(cfg: PipelineConfig, candidate_eval: EvalResult) -> DatasetRef:
+    """The validation set the decision compared on (its md5 as the candidate's evaluation)."""
+    folder = Workspace.of(cfg).dataset_dir("val")
+    return DatasetRef(name="val", annotations=folder / "annotations.json",
+                      image_root=folder / "images", md5=candidate_eval.dataset_md5,
+                      num_images=candidate_eval.num_images, num_annotations=0)
+
+
+def describe_decision(cfg: PipelineConfig, client: MlflowClient, record: dict[str, Any]) -> None:
+    """The verdict as the candidate version's description; on a promotion the registered
+    model's description says that this version serves, since now."""
+    from datetime import datetime, timezone
+
+    name, version = cfg.registered_model_name, str(record["candidate_version"])
+    if record["rule"] == RULE_RESUMED and client.get_model_version(name, version).description:
+        return  # written before the crash, with the interval the resumed record lacks
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    bar = cfg.gate.min_improvement
+    serving = None
+    if record["promote"]:
+        serving = verdict.serving_description(
+            pipeline=cfg.name, version=version, since=when, cycle=record["cycle"],
+            verdict=verdict.version_verdict(record, min_improvement=bar))
+    write_descriptions(client, name, version, model_text=serving,
+                       version_text=verdict.version_description(record, min_improvement=bar,
+                                                                when=when))
+
+
 def log_gate_run(cfg: PipelineConfig, client: MlflowClient, exp_id: str, record: dict[str, Any],
-                 evidence: dict[str, Any], parent_run_id: str | None) -> str:
+                 evidence: dict[str, Any], parent_run_id: str | None,
+                 val: DatasetRef | None = None) -> str:
     """A ``gate-cycle-<t>`` run: params of the gate, the interval and per-class drops as
-    metrics, the decision (with the rule that made it) and the plot; returns its run id. A
-    refused gate's run ends FAILED."""
+    metrics, the decision (with the rule that made it), the plot and ``val`` as its input;
+    returns its run id. A refused gate's run ends FAILED (as does one whose logging raised)."""
     tags = {"stage": "gate", "cycle": str(record["cycle"]),
             "gate.promote": str(record["promote"]), "gate.rule": record["rule"],
             **lineage.run_tags(cfg, datasets={})}
@@ -231,20 +268,26 @@ def log_gate_run(cfg: PipelineConfig, client: MlflowClient, exp_id: str, record:
         tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(exp_id, run_name=f"gate-cycle-{record['cycle']}", tags=tags)
     rid = run.info.run_id
-    g = cfg.gate
-    for key, value in {"metric": g.metric, "min_improvement": g.min_improvement,
-                       "bootstrap_resamples": g.bootstrap_resamples, "confidence": g.confidence,
-                       "max_class_drop": g.max_class_drop,
-                       "allow_point_rule_on_error": g.allow_point_rule_on_error,
-                       "candidate_version": record["candidate_version"],
-                       "champion_version_before": record["champion_version_before"]}.items():
-        client.log_param(rid, f"gate.{key}", value)
-    for key, value in gate_metrics(record).items():
-        client.log_metric(rid, key, value)
-    client.log_dict(rid, record, "gate_decision.json")
-    client.log_text(rid, record["reason"], "gate_reason.txt")
-    log_gate_figure(cfg, client, rid, record, evidence)
-    client.set_terminated(rid, status="FAILED" if record["rule"] == RULE_REFUSED else "FINISHED")
+    with tracking_recovery.ends_failed(rid, client):
+        if val is not None:
+            tracking_datasets.log_datasets(cfg, rid, {"val": val}, client)
+        g = cfg.gate
+        for key, value in {"metric": g.metric, "min_improvement": g.min_improvement,
+                           "bootstrap_resamples": g.bootstrap_resamples, "confidence": g.confidence,
+                           "max_class_drop": g.max_class_drop,
+                           "allow_point_rule_on_error": g.allow_point_rule_on_error,
+                           "candidate_version": record["candidate_version"],
+                           "champion_version_before": record["champion_version_before"]}.items():
+            client.log_param(rid, f"gate.{key}", value)
+        for key, value in gate_metrics(record).items():
+            client.log_metric(rid, key, value)
+        client.log_dict(rid, record, "gate_decision.json")
+        client.log_text(rid, record["reason"], "gate_reason.txt")
+        log_gate_figure(cfg, client, rid, record, evidence)
+        if record["rule"] == RULE_REFUSED:  # the FAILED run says why, as a failed stage's does
+            client.set_tag(rid, tracking_recovery.ERROR_TAG, record["reason"][:4000])
+        client.set_terminated(rid, status="FAILED" if record["rule"] == RULE_REFUSED
+                              else "FINISHED")
     return rid
 
 

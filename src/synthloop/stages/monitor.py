@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from mlflow import MlflowClient
 
-from synthloop import lineage, tracking
+from synthloop import lineage, tracking, tracking_recovery
 from synthloop.config import PipelineConfig
 from synthloop.data.coco import CocoDataset
 from synthloop.gating.cycle_lock import CycleBusy, cycle_lock, record_request
@@ -82,31 +82,32 @@ def check(cfg: PipelineConfig, *, ingest_result: dict[str, Any] | None = None) -
                             tags={"stage": "monitor", **lineage.run_tags(cfg, datasets={}),
                                   **tracking.process_tags()})
     rid = run.info.run_id
-    base = baseline(cfg)
-    new_ids = [i for i in pool_ids(cfg) if i not in base]
-    result = None
-    if len(new_ids) >= 2 and (len(base) >= 2 or cfg.monitoring.reference != "pool"):
-        result = drift.run(cfg, current_ids=new_ids, baseline=base, run_id=rid)
-    decision = decide_trigger(
-        pool_growth=len(new_ids), drift=result.decision if result else None,
-        champion_confidence=result.current_confidence if result else None,
-        reference_confidence=result.reference_confidence if result else None, cfg=cfg.trigger)
-    cad = cad_changed(cfg, client)
-    record = {"time": stamp, "run_id": rid, "pipeline": cfg.name, "pool_growth": len(new_ids),
-              "baseline_size": len(base), "ingest": ingest_result,
-              "drift": result.to_dict() if result else None, "trigger": decision.to_dict(),
-              "cad_changed": {k: list(v) for k, v in cad.items()}}
-    for key, value in {"monitoring.reference": cfg.monitoring.reference,
-                       "monitoring.embedding_method": cfg.monitoring.embedding_method,
-                       "monitoring.stat_alpha": cfg.monitoring.stat_alpha,
-                       "trigger.pool_growth_min": cfg.trigger.pool_growth_min,
-                       "trigger.confidence_drop": cfg.trigger.confidence_drop}.items():
-        client.log_param(rid, key, value)
-    client.log_metric(rid, "pool_growth", float(len(new_ids)))
-    client.log_metric(rid, "trigger_fired", float(decision.fire))
-    client.set_tag(rid, "trigger.event", decision.event or "none")
-    client.log_dict(rid, record, "monitor_record.json")
-    client.set_terminated(rid)
+    with tracking_recovery.ends_failed(rid, client):
+        base = baseline(cfg)
+        new_ids = [i for i in pool_ids(cfg) if i not in base]
+        result = None
+        if len(new_ids) >= 2 and (len(base) >= 2 or cfg.monitoring.reference != "pool"):
+            result = drift.run(cfg, current_ids=new_ids, baseline=base, run_id=rid)
+        decision = decide_trigger(
+            pool_growth=len(new_ids), drift=result.decision if result else None,
+            champion_confidence=result.current_confidence if result else None,
+            reference_confidence=result.reference_confidence if result else None, cfg=cfg.trigger)
+        cad = cad_changed(cfg, client)
+        record = {"time": stamp, "run_id": rid, "pipeline": cfg.name, "pool_growth": len(new_ids),
+                  "baseline_size": len(base), "ingest": ingest_result,
+                  "drift": result.to_dict() if result else None, "trigger": decision.to_dict(),
+                  "cad_changed": {k: list(v) for k, v in cad.items()}}
+        for key, value in {"monitoring.reference": cfg.monitoring.reference,
+                           "monitoring.embedding_method": cfg.monitoring.embedding_method,
+                           "monitoring.stat_alpha": cfg.monitoring.stat_alpha,
+                           "trigger.pool_growth_min": cfg.trigger.pool_growth_min,
+                           "trigger.confidence_drop": cfg.trigger.confidence_drop}.items():
+            client.log_param(rid, key, value)
+        client.log_metric(rid, "pool_growth", float(len(new_ids)))
+        client.log_metric(rid, "trigger_fired", float(decision.fire))
+        client.set_tag(rid, "trigger.event", decision.event or "none")
+        client.log_dict(rid, record, "monitor_record.json")
+        client.set_terminated(rid)
     write_record(state_dir(cfg) / "monitor" / f"check-{stamp}.json", record)
     log.info("monitor: %s", "; ".join(decision.reasons))
     return record

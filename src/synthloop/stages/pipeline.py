@@ -13,12 +13,12 @@ from typing import Any, Callable
 
 from mlflow import MlflowClient
 
-from synthloop import lineage, tracking, tracking_recovery
+from synthloop import lineage, tracking, tracking_datasets, tracking_recovery
 from synthloop.artifacts import DatasetRef, ModelRef
 from synthloop.config import PipelineConfig
 from synthloop.gating.cycle_lock import cycle_lock
 from synthloop.gating.registry import CHAMPION, get_alias_version, tag_orphaned_versions
-from synthloop.stages import finetune, gate, label, pretrain, query, render, score
+from synthloop.stages import finetune, gate, label, learning_curve, pretrain, query, render, score
 from synthloop.stages.workspace import Workspace, read_record, write_record
 from synthloop.versioning.remote import commit_and_push
 
@@ -99,8 +99,21 @@ def cycle_run_id(cfg: PipelineConfig, cycle: int) -> str:
 
 def run_cycle(cfg: PipelineConfig, cycle: int, *, previous: ModelRef, data: dict[str, DatasetRef],
               runner: Runner = call, progress: bool = True) -> tuple[ModelRef, CycleSummary]:
-    """One DAL cycle: score -> query -> label -> finetune (+ evaluate) -> gate."""
+    """One DAL cycle: score -> query -> label -> finetune (+ evaluate) -> gate.
+
+    The cycle's MLflow run holds the pool it scored and the labelled and validation sets as
+    inputs; a stage that raises ends it FAILED with the error (``ends_failed``).
+    """
     parent = cycle_run_id(cfg, cycle)
+    with tracking_recovery.ends_failed(parent):
+        return _run_cycle(cfg, cycle, parent, previous=previous, data=data, runner=runner,
+                          progress=progress)
+
+
+def _run_cycle(cfg: PipelineConfig, cycle: int, parent: str, *, previous: ModelRef,
+               data: dict[str, DatasetRef], runner: Runner, progress: bool
+               ) -> tuple[ModelRef, CycleSummary]:
+    tracking_datasets.log_datasets(cfg, parent, {"pool": data["pool"]})
     have = label.labeled_ids(cfg)
     scores_path = runner("score", score.run, cfg, cycle=cycle, model=previous, pool=data["pool"],
                          labeled_ids=have, progress=progress)
@@ -111,9 +124,11 @@ def run_cycle(cfg: PipelineConfig, cycle: int, *, previous: ModelRef, data: dict
     candidate, ev = runner("finetune", finetune.run, cfg, cycle=cycle, previous=previous,
                            labeled=labeled, val=data["val"], parent_run_id=parent,
                            progress=progress)
+    tracking.setup(cfg)  # a resumed cycle may have opened no stage that would have set it
+    tracking_datasets.log_datasets(cfg, parent, {"labeled": labeled, "val": data["val"]})
     decision = runner("gate", gate.run, cfg, cycle=cycle, candidate=candidate, candidate_eval=ev,
                       parent_run_id=parent)
-    tracking.setup(cfg)  # a fully resumed cycle opened no stage that would have set it
+    tracking.setup(cfg)
     client = MlflowClient()
     client.log_metric(parent, "labels_total", float(labeled.num_images))
     client.log_metric(parent, "labels_new", float(len(batch.new_label_ids)))
@@ -137,7 +152,11 @@ def run_pipeline(cfg: PipelineConfig, *, runner: Runner = call, cycles: int | No
                     wait_s=cfg.trigger.lock_wait_s):
         Workspace.of(cfg).sweep_partial_files()  # a killed run's temp files (we hold the lock)
         close_interrupted(cfg)
-        return _run_pipeline(cfg, runner=runner, cycles=cycles, progress=progress)
+        curve = learning_curve.pipeline_run_id(cfg)
+        with tracking_recovery.ends_failed(curve):
+            rows = _run_pipeline(cfg, runner=runner, cycles=cycles, progress=progress, curve=curve)
+        MlflowClient().set_terminated(curve)
+        return rows
 
 
 def recorded_versions(cfg: PipelineConfig) -> set[str]:
@@ -160,18 +179,30 @@ def close_interrupted(cfg: PipelineConfig) -> None:
                     "gated; tagged orphaned", ", ".join(orphans), cfg.registered_model_name)
 
 
+def add_to_curve(cfg: PipelineConfig, curve: str | None, row: CycleSummary) -> None:
+    """Cycle ``row`` on the pipeline run's learning curve, its gate decision in the table."""
+    if curve is None:
+        return
+    tracking.setup(cfg)
+    learning_curve.log_cycle(curve, row.cycle, row.metrics, labels_used=row.labels_total,
+                             promoted=row.promoted)
+    learning_curve.log_decisions(cfg, curve)
+
+
 def _run_pipeline(cfg: PipelineConfig, *, runner: Runner, cycles: int | None,
-                  progress: bool) -> list[CycleSummary]:
+                  progress: bool, curve: str | None = None) -> list[CycleSummary]:
     data = prepare_data(cfg, runner)
     model = runner("pretrain", pretrain.run, cfg, data["synthetic"], data["val"], progress=progress)
     rec = read_record(Workspace.of(cfg).cycle_dir(0) / "gate.json") or {}
     rows = [CycleSummary(0, 0, 0, dict(model.metrics), bool(rec.get("promote")),
                          str(model.version), rec.get("reason", ""))]
+    add_to_curve(cfg, curve, rows[0])
     for t in range(1, (cfg.active.cycles if cycles is None else cycles) + 1):
         done = finished_cycle(cfg, t)  # finished cycles are not re-entered stage by stage
         model, row = done or run_cycle(cfg, t, previous=model, data=data, runner=runner,
                                        progress=progress)
         rows.append(row)
+        add_to_curve(cfg, curve, row)
     return rows
 
 

@@ -54,7 +54,8 @@ def run(cfg: PipelineConfig, synthetic: DatasetRef, val: DatasetRef, *,
                                                 "synthetic": synthetic, "val": val})},
             train_ds=train_ds, stop_ds=holdout, val=val, train_cfg=cfg.pretrain,
             init_checkpoint=None, checkpoint_dir=ws.checkpoint_dir("pretrain"),
-            extra_params={"synthetic.md5": synthetic.md5}, progress=progress)
+            extra_params={"synthetic.md5": synthetic.md5}, datasets={"synthetic": synthetic},
+            progress=progress)
         write_record(ws.cycle_dir(0) / "candidate.json", {
             "model": {"run_id": ref.run_id, "uri": ref.uri, "version": ref.version,
                       "metrics": ref.metrics},
