@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flow_support import load, prefect_runner
+from flow_support import cycle_slot, load, prefect_runner
 from synthloop.stages.monitor import run_next_cycle
 
 
@@ -17,7 +17,11 @@ from synthloop.stages.monitor import run_next_cycle
 def al_cycle(config: str = "pipelines/demo.yaml", trigger: str = "manual",
              overrides: list[str] | None = None, wait_s: float | None = None) -> dict:
     cfg = load(config, overrides)
-    entry = run_next_cycle(cfg, trigger=trigger, runner=prefect_runner, wait_s=wait_s)
+    with cycle_slot() as slot:  # server mode: one cycle at a time across workers
+        if slot["limit"]:
+            print(f"cycle slot of {slot['limit']} taken after {slot['waited_s']} s")
+        entry = run_next_cycle(cfg, trigger=trigger, runner=prefect_runner, wait_s=wait_s)
+    entry = {**entry, "concurrency": slot}
     print(f"cycle request ({trigger}): {entry['outcome']}"
           + (f", cycle {entry['cycle']}, promoted {entry['promoted']}" if entry["outcome"] == "ran"
              else f", lock held by {entry.get('held_by')}"))

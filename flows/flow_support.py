@@ -10,8 +10,9 @@ nothing (``NO_CACHE``): the stage records are the cache.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -20,6 +21,31 @@ from prefect.events import emit_event
 from synthloop.config import PipelineConfig, load_config
 
 TASK_RETRIES = 1
+
+
+CYCLE_LIMIT_ENV = "SYNTHLOOP_CYCLE_LIMIT"  # set by `synthloop stack up` for its worker
+
+
+@contextmanager
+def cycle_slot() -> Iterator[dict[str, Any]]:
+    """On a Prefect server with workers (``synthloop stack``): hold the one slot of the global
+    concurrency limit named by $SYNTHLOOP_CYCLE_LIMIT, so one cycle runs at a time across all
+    workers and machines; a second request waits for the slot. Yields ``{"limit", "waited_s"}``.
+    Without the variable (local runs) nothing is taken: the workspace's cycle lock decides."""
+    import os
+    import time
+
+    name = os.environ.get(CYCLE_LIMIT_ENV)
+    if not name:
+        yield {"limit": None, "waited_s": 0.0}
+        return
+    from prefect.concurrency.sync import concurrency
+
+    t0 = time.monotonic()
+    # A 60 s lease (the server's minimum), renewed while this run lives: a worker killed
+    # mid-cycle blocks the next cycle for about a minute, not Prefect's default 5.
+    with concurrency(name, occupy=1, strict=True, lease_duration=60):
+        yield {"limit": name, "waited_s": round(time.monotonic() - t0, 2)}
 
 
 def prefect_runner(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:

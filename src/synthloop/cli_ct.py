@@ -122,17 +122,39 @@ def gate(version: str = typer.Argument(..., help="Candidate registry version (or
 def ingest_cmd(source: Optional[str] = typer.Option(None, help="Folder or s3://bucket/prefix "
                                                                "(default: ingest.source)."),
                config: Path = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
-               overlay: list[Path] = OverlayOpt, set_: list[str] = SetOpt) -> None:
+               overlay: list[Path] = OverlayOpt, set_: list[str] = SetOpt,
+               emit: Optional[bool] = typer.Option(
+                   None, "--emit/--no-emit",
+                   help="Send the pool-growth event (synthloop.pool.grew) to the Prefect server "
+                        "at $PREFECT_API_URL when the pool grew by >= trigger.pool_growth_min "
+                        "since the last cycle; prefect.yaml's al-cycle trigger then starts a "
+                        "cycle that loads this --config file. Default: on when PREFECT_API_URL "
+                        "is set.")) -> None:
     """Validate and add new camera images to data/pool; commit a DVC version (tag pool-<n>)."""
+    import os
+
     from synthloop.stages import ingest
 
     _logging(False)
     cfg = _load(config, overlay, set_, workspace)
+    api_url = os.environ.get("PREFECT_API_URL")
+    if emit and not api_url:
+        raise ValueError("--emit needs PREFECT_API_URL (the Prefect server's API, e.g. "
+                         "http://127.0.0.1:4200/api)")
     result = ingest.run(cfg, source=source)
     typer.echo(f"added {len(result.added)}, rejected {len(result.rejected)} "
                f"({result.duplicates} duplicates); pool {result.pool_size}; data {result.data_md5}")
     for key, reason in result.rejected:
         typer.echo(f"  rejected {key}: {reason}")
+    if emit is not False and api_url:
+        from synthloop.stack.events import emit_pool_growth
+        from synthloop.stages.monitor import baseline, pool_ids
+
+        growth = len(set(pool_ids(cfg)) - baseline(cfg))
+        sent = emit_pool_growth(api_url, cfg, config_path=str(config.resolve()),
+                                pool_growth=growth)
+        typer.echo(f"event {sent['event']} sent to {api_url} ({sent['event_id']})"
+                   if sent["fire"] else f"no event: {sent['reasons'][0]}")
 
 
 def next_cycle(config: Path = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
