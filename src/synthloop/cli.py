@@ -29,7 +29,12 @@ def _load(config: Path, overlay: list[Path], overrides: list[str], workspace: Pa
     if workspace is not None:
         overrides = [*overrides, f"workspace={workspace}"]
     try:
-        return load_config(config, overlays=overlay, overrides=overrides)
+        cfg = load_config(config, overlays=overlay, overrides=overrides)
+        if cfg.runtime.device.startswith("cuda"):  # a missing GPU stops here, before any work
+            from synthloop.detection.device import resolve_device
+
+            resolve_device(cfg.runtime.device)
+        return cfg
     except ConfigError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
@@ -74,6 +79,7 @@ def demo(config: Path = ConfigOpt, cycles: Optional[int] = typer.Option(
 
 
 def print_report(cfg, rows, seconds: float) -> None:
+    from synthloop import tracking
     from synthloop.stages.pipeline import champion_summary, format_table
 
     typer.echo("")
@@ -88,6 +94,7 @@ def print_report(cfg, rows, seconds: float) -> None:
                    f"(val AP {champ['AP']:.3f}, AP50 {champ['AP50']:.3f})")
     typer.echo(f"wall time: {seconds / 60:.1f} min")
     typer.echo(f"look at the runs:  mlflow ui --backend-store-uri {cfg.tracking_uri}")
+    typer.echo(f"                   then open {tracking.runs_url(cfg)}")
     typer.echo(f"dataset versions:  git -C {cfg.workspace} log --oneline --decorate")
 
 
@@ -188,6 +195,15 @@ def _register_cad_commands() -> None:
 _register_cad_commands()
 
 
+def _register_init_command() -> None:
+    from synthloop.cli_init import INIT_HELP, init
+
+    app.command(help=INIT_HELP)(init)
+
+
+_register_init_command()
+
+
 def _register_evaluate_command() -> None:
     from synthloop.cli_eval import evaluate
 
@@ -195,6 +211,15 @@ def _register_evaluate_command() -> None:
 
 
 _register_evaluate_command()
+
+
+def _register_stack_commands() -> None:
+    from synthloop.cli_stack import stack_app
+
+    app.add_typer(stack_app, name="stack")
+
+
+_register_stack_commands()
 
 
 def main() -> None:

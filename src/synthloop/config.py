@@ -63,6 +63,13 @@ class CadSpec(Strict):
         return self
 
 
+class Tessellation(Strict):
+    """How a STEP/IGES part becomes triangles: chord height (mm) and angle between normals."""
+
+    linear_deflection_mm: float = Field(default=0.1, gt=0.0)
+    angular_deflection_deg: float = Field(default=15.0, gt=0.0, le=90.0)
+
+
 class PartSpec(Strict):
     """One part class: a mesh file (or a glob of variants), a procedural generator, or
     parametric CAD (``cad``: generated into the workspace before rendering, in millimetres).
@@ -71,6 +78,11 @@ class PartSpec(Strict):
     class (a plan picks one per instance). ``unit='auto'`` treats a class whose largest variant
     is more than 10 units across as millimetres. ``materials`` overrides the domain's material
     pool for this class. Materials need no UVs (object-space mapping).
+
+    A STEP/IGES ``mesh`` (``.step``, ``.stp``, ``.iges``, ``.igs``; needs ``synthloop[cad]``)
+    is tessellated at ``tessellation`` before rendering; ``unit='auto'`` then takes the unit
+    written in the file, another unit overrides it. ``solid`` picks one named solid of an
+    assembly (one class per named solid); without it every solid of the file is one part.
     """
 
     name: str
@@ -79,6 +91,8 @@ class PartSpec(Strict):
     cad: CadSpec | None = None
     unit: Literal["auto", "mm", "cm", "m", "inch"] = "auto"
     materials: list[str] | None = None
+    solid: str | None = None
+    tessellation: Tessellation = Tessellation()
 
     @model_validator(mode="after")
     def _one_source(self) -> "PartSpec":
@@ -88,6 +102,9 @@ class PartSpec(Strict):
         if self.cad is not None and self.unit not in ("auto", "mm"):
             raise ValueError(f"part '{self.name}': cad meshes are in millimetres, "
                              f"not unit '{self.unit}'")
+        if self.solid is not None and (self.mesh is None or Path(self.mesh).suffix.lower()
+                                       not in (".step", ".stp", ".iges", ".igs")):
+            raise ValueError(f"part '{self.name}': 'solid' names a solid of a STEP/IGES mesh")
         return self
 
 
@@ -170,6 +187,9 @@ class ImportedDomain(Strict):
     path: Path
     class_map: dict[str, str | None] = {}
     max_side: int | None = Field(default=None, ge=32)
+    # warn when a class's median box size in the renders and in these photos differ by more
+    # than this factor either way (sizes relative to the image diagonal)
+    box_size_factor: float = Field(default=1.5, gt=1.0)
 
 
 def _domain_kind(value: Any) -> str:
@@ -190,6 +210,10 @@ class RenderConfig(Strict):
     workers: int = Field(default=1, ge=1, le=64)
     threads: int = Field(default=0, ge=0)  # 0: cores / workers
     shard_size: int = Field(default=50, ge=1)
+    # Cycles device: gpu = OptiX, else CUDA (set through bpy's preferences in the worker); auto:
+    # the GPU when Blender finds one, else the CPU; a GPU render that fails is redone on the CPU.
+    # Each shard records which device rendered it (synthesis/blender/devices.py).
+    device: Literal["auto", "gpu", "cpu"] = "auto"
 
 
 class DetectorConfig(Strict):
@@ -246,12 +270,27 @@ class TrainConfig(Strict):
     # Train on crop x crop patches at the scale the detector evaluates at (detection/datasets.py):
     # small parts in large photos keep their size while a step costs a patch. None: whole images.
     crop: int | None = Field(default=None, ge=32)
+    # With crop: each patch's scale is the evaluation scale times a log-uniform factor in
+    # [lo, hi]. Renders whose parts come out bigger than in the photos (the bolts renders:
+    # median bolt 82 px vs 57 px in the photos) are shown at the photos' sizes. None: 1.
+    crop_scale: tuple[float, float] | None = None
     # Also score the validation set after each evaluation, for the record only (val AP against
     # training CPU time: benchmarks/bolts_recipe.py); never used to keep or stop a model.
     monitor_val: bool = False
     seed: int = 0
     num_threads: int = Field(default=2, ge=1)
     eval_every_epochs: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _crop_scale(self) -> "TrainConfig":
+        if self.crop_scale is not None:
+            lo, hi = self.crop_scale
+            if not 0.1 <= lo <= hi <= 10.0:
+                raise ValueError(f"crop_scale {list(self.crop_scale)}: give [lo, hi] with "
+                                 "0.1 <= lo <= hi <= 10")
+            if self.crop is None:
+                raise ValueError("crop_scale needs crop (it scales the training patches)")
+        return self
 
 
 class ActiveConfig(Strict):
@@ -263,6 +302,19 @@ class ActiveConfig(Strict):
     cycles: int = Field(default=2, ge=0)
     seed: int = 0
     batch_size: int = Field(default=8, ge=1)
+    # Very large pools: score only a seeded random subset of candidate_subset * k candidates
+    # (m * k, as the AL literature does), drawn with seed + cycle and recorded in the query
+    # batch. None: score every candidate.
+    candidate_subset: int | None = Field(default=None, ge=1)
+
+
+class ExportConfig(Strict):
+    """The exported scorer (detection/export.py): ONNX graphs of the detector's heavy layers,
+    logged with every registered version and used by scoring and serving when present."""
+
+    enabled: bool = False  # export at registration (~5 s and ~45 MB a version for lite0)
+    runtime: Literal["openvino", "onnxruntime"] = "openvino"  # the faster here: docs/benchmarks.md
+    use: bool = True  # False: score and serve with torch even when an export exists
 
 
 class GateConfig(Strict):
@@ -509,6 +561,32 @@ class ExperimentConfig(Strict):
         return ExperimentConfig.model_validate({**self.model_dump(), **changes})
 
 
+DEVICE_SPEC_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+
+
+class RuntimeConfig(Strict):
+    """Where models run (every stage that builds or loads a detector: detection/device.py).
+
+    ``device``: ``auto`` (CUDA when torch sees a GPU, else the CPU; the choice is logged),
+    ``cpu``, ``cuda`` or ``cuda:N`` (an error when that GPU is missing). On CUDA, training uses
+    mixed precision (bf16 where supported, else fp16 with a grad scaler) unless
+    ``mixed_precision`` is false, and a DataLoader with ``loader_workers`` processes (None: up to
+    4) and pinned memory; evaluation and scoring stay float32 (the gate compares AP across runs).
+    """
+
+    device: str = "auto"
+    mixed_precision: bool = True
+    loader_workers: int | None = Field(default=None, ge=0, le=64)
+
+    @model_validator(mode="after")
+    def _known_device(self) -> "RuntimeConfig":
+        import re
+
+        if not re.match(DEVICE_SPEC_PATTERN, self.device):
+            raise ValueError(f"device {self.device!r}: give auto, cpu, cuda or cuda:N")
+        return self
+
+
 class PipelineConfig(Strict):
     name: str
     workspace: Path = Path("workspace/demo")
@@ -530,8 +608,10 @@ class PipelineConfig(Strict):
     trigger: TriggerConfig = TriggerConfig()
     labeling: LabelingConfig = LabelingConfig()
     serve: ServeConfig = ServeConfig()
+    export: ExportConfig = ExportConfig()
     dask: DaskConfig = DaskConfig()
     experiment: ExperimentConfig = ExperimentConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
     @property
     def class_names(self) -> list[str]:

@@ -39,6 +39,29 @@ def test_crops_come_at_the_evaluation_scale(tmp_path):
     assert seen_box
 
 
+def test_crop_scale_shows_parts_at_a_range_of_sizes(tmp_path):
+    ds = _dataset(tmp_path)  # the 20x10 box is 40x20 at evaluation scale (2x)
+    data = DetectionDataset(ds, crop=128, resize=(400, 800), seed=3, crop_scale=(0.5, 0.75))
+    widths = []
+    for _ in range(40):
+        image, target = data[0]
+        assert tuple(image.shape) == (3, 128, 128)
+        for x1, y1, x2, y2 in target["boxes"].tolist():
+            if min(x1, y1) > 0 and x2 < 128 and y2 < 128:  # not cut by the crop's edge
+                widths.append(x2 - x1)
+                assert (y2 - y1) == pytest.approx((x2 - x1) / 2, abs=0.05)
+    assert len(widths) > 10
+    assert min(widths) >= 20.0 - 0.01 and max(widths) <= 30.0 + 0.01  # 2x times 0.5..0.75
+    assert max(widths) - min(widths) > 5.0  # a range, not one size
+
+
+def test_crop_scale_is_checked():
+    with pytest.raises(ValueError, match="crop_scale needs crop"):
+        TrainConfig(crop_scale=(0.5, 1.0))
+    with pytest.raises(ValueError, match="lo <= hi"):
+        TrainConfig(crop=64, crop_scale=(1.0, 0.5))
+
+
 def test_crop_is_never_larger_than_the_image(tmp_path):
     data = DetectionDataset(_dataset(tmp_path, size=(60, 40)), crop=512, resize=(40, 60))
     image, _ = data[0]

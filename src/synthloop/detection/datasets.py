@@ -68,18 +68,29 @@ class DetectionDataset(Dataset):
     ``resize=(min_size, max_size)``; the detector must then skip its own training resize
     (``model.transform._skip_resize``). Objects keep the pixel size they have at evaluation
     while a step costs a crop, not a whole image. 80 % of the crops are centred near a random
-    box (more positives a step), the rest anywhere.
+    box (more positives a step), the rest anywhere. ``crop_scale`` (lo, hi): each patch's scale
+    is that evaluation scale times a log-uniform factor in [lo, hi].
     """
 
     def __init__(self, coco: CocoDataset, *, augment: str = "none", seed: int = 0,
-                 crop: int | None = None, resize: tuple[int, int] | None = None) -> None:
+                 crop: int | None = None, resize: tuple[int, int] | None = None,
+                 crop_scale: tuple[float, float] | None = None) -> None:
         if crop is not None and resize is None:
             raise ValueError("crop needs resize=(min_size, max_size) of the detector")
+        if crop_scale is not None and crop is None:
+            raise ValueError("crop_scale needs crop")
+        self.crop_scale = crop_scale
         self.coco = coco
         self.augment_name = augment
         self._augment = build_augmentation(augment, seed=seed)
         self._boxes = boxes_by_image(coco)
         self.crop, self.resize = crop, resize
+        self._rng = np.random.default_rng(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the crop and augmentation random streams from ``seed`` (a DataLoader worker
+        does this with its own seed: every worker holds a copy of the dataset)."""
+        self._augment = build_augmentation(self.augment_name, seed=seed)
         self._rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -109,9 +120,12 @@ class DetectionDataset(Dataset):
         h, w = image.shape[:2]
         min_size, max_size = self.resize
         scale = min(min_size / min(h, w), max_size / max(h, w))
+        rng = self._rng
+        if self.crop_scale is not None:
+            lo, hi = self.crop_scale
+            scale *= float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
         side = self.crop / scale  # crop side in source pixels
         cw, ch = min(side, w), min(side, h)
-        rng = self._rng
         if len(boxes) and rng.random() < 0.8:
             b = boxes[rng.integers(len(boxes))]
             cx = (b[0] + b[2]) / 2 + rng.uniform(-0.4, 0.4) * cw

@@ -6,6 +6,7 @@ The loop returns metrics; the caller (a stage) logs them, e.g. to MLflow via ``o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -22,10 +23,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from synthloop import faults
-from synthloop.config import TrainConfig
+from synthloop.config import RuntimeConfig, TrainConfig
 from synthloop.data.coco import CocoDataset
 from synthloop.detection.checkpoint import read_checkpoint, save_checkpoint, write_payload
 from synthloop.detection.datasets import DetectionDataset, collate_detection
+from synthloop.detection.device import (Precision, configure_determinism, loader_options,
+                                        model_device, training_precision)
 from synthloop.detection.evaluation import evaluate
 
 log = logging.getLogger(__name__)
@@ -117,7 +120,18 @@ def _save_last(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, s
                fingerprint: str) -> None:
     write_payload({"format": "synthloop-train/1", "fingerprint": fingerprint,
                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                   "optimizer": optimizer.state_dict(), "state": asdict(state)}, path)
+                   "optimizer": _on_cpu(optimizer.state_dict()), "state": asdict(state)}, path)
+
+
+def _on_cpu(value: Any) -> Any:
+    """Tensors anywhere in a nested dict/list moved to the CPU (optimizer state on a GPU)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
 
 
 def _try_resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -137,22 +151,38 @@ def _try_resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
     return state
 
 
-def _loader(ds: DetectionDataset, cfg: TrainConfig, epoch: int) -> DataLoader:
+def _reseed_worker(worker_id: int, *, seed: int) -> None:
+    # Each worker holds a copy of the dataset: give it its own crop/augmentation stream from
+    # (run seed, epoch, worker) alone, so a run with workers is as reproducible as one without.
+    torch.utils.data.get_worker_info().dataset.reseed((seed * 1_000_003 + worker_id) % 2**32)
+
+
+def _loader(ds: DetectionDataset, cfg: TrainConfig, epoch: int, *,
+            device: torch.device = torch.device("cpu"), workers: int | None = None) -> DataLoader:
     # Order depends on (seed, epoch) only, so a resumed run sees the same batches.
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+    seed = cfg.seed * 100_003 + epoch
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
+    options = loader_options(device, workers=workers)  # CPU: no workers, no pinned memory
+    if options["num_workers"]:
+        options.update(worker_init_fn=functools.partial(_reseed_worker, seed=seed),
+                       generator=torch.Generator().manual_seed(seed + 1))
     return DataLoader(ds, batch_size=cfg.batch_size, sampler=order.tolist(),
-                      collate_fn=collate_detection, num_workers=0)
+                      collate_fn=collate_detection, **options)
 
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, *,
                     cfg: TrainConfig, epoch: int, step: int, deadline: float | None,
-                    progress: bool = True) -> tuple[dict[str, float], int, bool]:
+                    progress: bool = True, precision: Precision | None = None
+                    ) -> tuple[dict[str, float], int, bool]:
     """One pass over ``loader``. Returns (mean losses, the global step after it, whether the
     wall-clock ``deadline`` (``time.monotonic()`` value) stopped it early).
 
+    Images and targets go to the model's device. ``precision`` (None: mixed precision on CUDA,
+    float32 on the CPU; ``detection.device.training_precision``) wraps forward and step.
     Raises NonFiniteLossError on a NaN/inf loss, before the optimizer step.
     """
-    device = next(model.parameters()).device
+    device = model_device(model)
+    precision = precision or training_precision(device)
     model.train()
     sums: dict[str, float] = {}
     batches = 0
@@ -162,21 +192,24 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: 
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images = [im.to(device) for im in images]
-        targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
-        losses = model(images, targets)
+        images = [im.to(device, non_blocking=True) for im in images]
+        targets = [{"boxes": t["boxes"].to(device, non_blocking=True),
+                    "labels": t["labels"].to(device, non_blocking=True)} for t in targets]
+        with precision.autocast():
+            losses = model(images, targets)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
             parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
             raise NonFiniteLossError(f"non-finite loss {loss.item()} at epoch {epoch}, step {step} "
                                      f"(lr {lr:.3g}; {parts}): lower the learning rate or check the boxes")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        precision.backward(loss)
         if cfg.grad_clip_norm:
             # From scratch, early RPN/box losses can spike; clipping keeps one bad batch from
             # undoing the warm-up.
+            precision.unscale(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
-        optimizer.step()
+        precision.step(optimizer)
         faults.point("train.mid_epoch")
         step += 1
         batches += 1
@@ -210,8 +243,10 @@ def _record_eval(state: _RunState, ap: float, cfg: TrainConfig) -> bool:
 
 def train(model: nn.Module, train_ds: CocoDataset, *, cfg: TrainConfig, val_ds: CocoDataset | None,
           checkpoint_dir: Path, progress: bool = True,
-          on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Train ``model`` (from ``build_detector``/``load_checkpoint``) on ``train_ds``.
+          on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+          runtime: RuntimeConfig | None = None) -> TrainResult:
+    """Train ``model`` (from ``build_detector``/``load_checkpoint``) on ``train_ds``, on the
+    model's device; ``runtime`` (mixed precision, loader workers) matters on CUDA only.
 
     Evaluates on ``val_ds`` every ``cfg.eval_every_epochs`` epochs and after the last one,
     stops early after ``cfg.patience`` evaluations without a better AP, or when
@@ -229,7 +264,7 @@ def train(model: nn.Module, train_ds: CocoDataset, *, cfg: TrainConfig, val_ds: 
     model.transform._skip_resize = cfg.crop is not None  # read in training mode only
     try:
         return _train(model, train_ds, cfg=cfg, val_ds=val_ds, checkpoint_dir=Path(checkpoint_dir),
-                      progress=progress, on_epoch=on_epoch)
+                      progress=progress, on_epoch=on_epoch, runtime=runtime or RuntimeConfig())
     finally:
         torch.set_num_threads(threads)
         model.transform._skip_resize = skip_resize
@@ -237,8 +272,12 @@ def train(model: nn.Module, train_ds: CocoDataset, *, cfg: TrainConfig, val_ds: 
 
 def _train(model: nn.Module, train_ds: CocoDataset, *, cfg: TrainConfig, val_ds: CocoDataset | None,
            checkpoint_dir: Path, progress: bool,
-           on_epoch: Callable[[int, dict[str, float]], None] | None) -> TrainResult:
+           on_epoch: Callable[[int, dict[str, float]], None] | None,
+           runtime: RuntimeConfig) -> TrainResult:
     seed_everything(cfg.seed)
+    device = model_device(model)
+    configure_determinism(device)
+    precision = training_precision(device, enabled=runtime.mixed_precision)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
     fingerprint = _fingerprint(model, train_ds, cfg)
@@ -247,7 +286,7 @@ def _train(model: nn.Module, train_ds: CocoDataset, *, cfg: TrainConfig, val_ds:
     if cfg.crop is not None:  # patches come at evaluation scale: the detector must not resize
         resize = (int(model.transform.min_size[0]), int(model.transform.max_size))
     data = DetectionDataset(train_ds, augment=cfg.augment, seed=cfg.seed, crop=cfg.crop,
-                            resize=resize)
+                            resize=resize, crop_scale=cfg.crop_scale)
 
     while state.epoch < cfg.epochs and not state.stop_reason:
         started = time.monotonic()
@@ -258,9 +297,10 @@ def _train(model: nn.Module, train_ds: CocoDataset, *, cfg: TrainConfig, val_ds:
                 state.stop_reason = "max_minutes"
                 break
         epoch = state.epoch + 1
+        loader = _loader(data, cfg, epoch, device=device, workers=runtime.loader_workers)
         metrics, state.step, out_of_time = train_one_epoch(
-            model, optimizer, _loader(data, cfg, epoch), cfg=cfg, epoch=epoch, step=state.step,
-            deadline=deadline, progress=progress)
+            model, optimizer, loader, cfg=cfg, epoch=epoch, step=state.step, deadline=deadline,
+            progress=progress, precision=precision)
         state.epoch = epoch
         _run_epoch_end(model, state, metrics, cfg=cfg, val_ds=val_ds, out_of_time=out_of_time,
                        checkpoint_dir=checkpoint_dir, started=started, progress=progress)

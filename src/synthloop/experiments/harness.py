@@ -63,6 +63,9 @@ class Harness:
                  log_fn: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
         self.exp = cfg.experiment.at_scale(scale)
+        from synthloop.detection.device import resolve_device
+
+        self.device = resolve_device(cfg.runtime.device)  # every model of the grid runs there
         self.scale = scale
         self.progress = progress
         self.say = log_fn or log.info
@@ -106,7 +109,7 @@ class Harness:
         rec = read_record(path)
         if rec and rec.get("fold") == fold.tag:
             return rec["metrics"]
-        model = load_checkpoint(self.m0_path)
+        model = load_checkpoint(self.m0_path, device=self.device)
         metrics = evaluate(model, fold.val, batch_size=2, progress=self.progress)
         write_record(path, {"metrics": metrics, "fold": fold.tag})
         return metrics
@@ -118,7 +121,7 @@ class Harness:
 
         path = self.root / "models" / f"scores-{name}.npz"
         if not path.exists():
-            net = load_checkpoint(model_path)
+            net = load_checkpoint(model_path, device=self.device)
             wanted = [im.id for im in ds.images] if name == self.m0_scores else ids
             out = predict_with_probs_and_features(net, ds.without_annotations().subset(wanted),
                                                   batch_size=self.cfg.active.batch_size,
@@ -178,13 +181,14 @@ class Harness:
         from synthloop.detection import (build_detector, evaluate, load_checkpoint,
                                          save_checkpoint, train)
 
-        model = (load_checkpoint(init) if init is not None else
-                 build_detector(cfg=self.cfg.detector, num_classes=len(self.cfg.class_names)))
+        model = (load_checkpoint(init, device=self.device) if init is not None else
+                 build_detector(cfg=self.cfg.detector, num_classes=len(self.cfg.class_names),
+                                device=self.device))
         train_ds = fold.pool.subset(sorted(labeled))
         tcfg = self._train_cfg(spec.setting, len(train_ds.images), spec.seed)
         with tempfile.TemporaryDirectory() as ckdir:
             result = train(model, train_ds, cfg=tcfg, val_ds=None, checkpoint_dir=Path(ckdir),
-                           progress=self.progress)
+                           progress=self.progress, runtime=self.cfg.runtime)
         metrics = evaluate(model, fold.val, batch_size=2, progress=self.progress)
         if out is not None:
             save_checkpoint(model, out, cfg=model.detector_cfg, num_classes=model.num_classes)

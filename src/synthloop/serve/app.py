@@ -68,6 +68,7 @@ def create_app(watcher: ChampionWatcher, serve_cfg: ServeConfig = ServeConfig(),
                 "val_AP": cur.metrics.get("AP") if cur else None,
                 "val_AP50": cur.metrics.get("AP50") if cur else None,
                 "classes": cur.class_names if cur else [], "swaps": watcher.swaps,
+                "scorer": cur.scorer if cur else None,
                 "loaded_at": cur.loaded_at if cur else None, "last_check": watcher.last_check,
                 "last_error": watcher.last_error}
         return JSONResponse(body, status_code=200 if cur else 503)
@@ -118,8 +119,10 @@ def create_app(watcher: ChampionWatcher, serve_cfg: ServeConfig = ServeConfig(),
             raise HTTPException(413, str(exc)) from None
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
+        from synthloop.detection.device import model_device
+
         with infer_lock, torch.inference_mode():
-            out = cur.model([image])[0]
+            out = cur.model([image.to(model_device(cur.model))])[0]
         dets = []
         for box, label, score in zip(out["boxes"].tolist(), out["labels"].tolist(),
                                      out["scores"].tolist()):
@@ -135,16 +138,23 @@ def create_app(watcher: ChampionWatcher, serve_cfg: ServeConfig = ServeConfig(),
 
 def build_app(cfg: PipelineConfig, *, poll_seconds: float | None = None) -> Any:
     """The app for a pipeline: its tracking store, its registered model, ``cfg.serve``."""
+    import functools
+
     import mlflow
     import torch
     from mlflow import MlflowClient
 
+    from synthloop.detection.device import resolve_device
+    from synthloop.serve.champion import load_registry_version
+
     if cfg.serve.torch_threads:
         torch.set_num_threads(cfg.serve.torch_threads)
     mlflow.set_tracking_uri(cfg.tracking_uri)  # download_checkpoint reads the global URI
+    loader = functools.partial(load_registry_version, device=resolve_device(cfg.runtime.device),
+                               export_runtime=cfg.export.runtime if cfg.export.use else None)
     watcher = ChampionWatcher(MlflowClient(cfg.tracking_uri), cfg.registered_model_name,
                               alias=cfg.serve.alias,
-                              poll_seconds=poll_seconds or cfg.serve.poll_seconds)
+                              poll_seconds=poll_seconds or cfg.serve.poll_seconds, loader=loader)
     return create_app(watcher, cfg.serve)
 
 

@@ -31,20 +31,32 @@ class LoadedModel:
     metrics: dict[str, float] = field(default_factory=dict)
     run_id: str = ""
     loaded_at: float = 0.0
+    scorer: str = "torch"  # or "onnx:<runtime>": the exported scorer of this version
 
 
-def load_registry_version(client: Any, name: str, version: Any) -> LoadedModel:
-    """Download a registry version's checkpoint, rebuild the detector, run it once."""
+def load_registry_version(client: Any, name: str, version: Any, *,
+                          device: Any = None, export_runtime: str | None = None) -> LoadedModel:
+    """Download a registry version's checkpoint, rebuild the detector on ``device``
+    (``detection.device.resolve_device``'s result; None: the CPU), run it once.
+
+    ``export_runtime`` (onnxruntime | openvino): serve with the version's exported scorer when
+    it has one (on the CPU; torch otherwise, with a log line); None: torch."""
     import torch
 
     from synthloop import tracking
     from synthloop.detection import load_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = load_checkpoint(tracking.download_checkpoint(version.source, Path(tmp)))
+        model = load_checkpoint(tracking.download_checkpoint(version.source, Path(tmp)),
+                                device=device)
     model.eval()
+    scorer = "torch"
+    if export_runtime is not None:
+        model, scorer = tracking.exported_or_torch(version.source, model, runtime=export_runtime)
+    from synthloop.detection.device import model_device
+
     with torch.inference_mode():  # first call allocates; do it before traffic sees the model
-        model([torch.zeros(3, 64, 64)])
+        model([torch.zeros(3, 64, 64, device=model_device(model))])  # an exported scorer: CPU
     metrics = {}
     if version.run_id:
         run_metrics = client.get_run(version.run_id).data.metrics
@@ -53,7 +65,8 @@ def load_registry_version(client: Any, name: str, version: Any) -> LoadedModel:
         metrics["AP"] = float(version.tags["val_AP"])
     names = list(getattr(model, "checkpoint_extra", {}).get("class_names", []))
     return LoadedModel(name=name, version=str(version.version), model=model, class_names=names,
-                       metrics=metrics, run_id=version.run_id or "", loaded_at=time.time())
+                       metrics=metrics, run_id=version.run_id or "", loaded_at=time.time(),
+                       scorer=scorer)
 
 
 class ChampionWatcher:

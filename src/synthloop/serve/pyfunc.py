@@ -32,8 +32,11 @@ class DetectorPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         from synthloop.detection import load_checkpoint
+        from synthloop.detection.device import resolve_device
 
-        self.model = load_checkpoint(Path(context.artifacts["checkpoint"]))
+        # A served MLflow model has no pipeline config: runtime.device's default (auto).
+        self.model = load_checkpoint(Path(context.artifacts["checkpoint"]),
+                                     device=resolve_device("auto"))
         self.model.eval()
 
     # No type hints here: MLflow would try to derive a schema from them; the signature is
@@ -53,8 +56,10 @@ class DetectorPyfunc(mlflow.pyfunc.PythonModel):
             else:
                 source = row["image_path"]
             image = decode_image(source, max_pixels=max_pixels)
+            from synthloop.detection.device import model_device
+
             with torch.inference_mode():
-                out = self.model([image])[0]
+                out = self.model([image.to(model_device(self.model))])[0]
             rows.append({"boxes": out["boxes"].tolist(), "labels": out["labels"].tolist(),
                          "scores": out["scores"].tolist()})
         return pd.DataFrame(rows)

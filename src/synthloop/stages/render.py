@@ -6,7 +6,10 @@
                  model's reach, for the simulated oracle. Real deployments ingest photos instead.
 Rerunning resumes: finished images are not rendered again.
 Parts given as ``cad:`` are generated into <workspace>/cad/<key>/ first (a cache keyed by their
-parameters) and rendered from there.
+parameters) and rendered from there; STEP/IGES meshes are tessellated into
+<workspace>/cad/import/<key>/ (keyed by the file's hash and the tessellation settings).
+Once renders and labelled photos both exist, their box sizes are compared per class
+(``warn_box_sizes``: a warning beyond the imported domain's ``box_size_factor``).
 A pool or val section with a ``path`` (``ImportedDomain``) imports labelled photos instead
 (YOLO or COCO, class map applied); an imported pool keeps its boxes in oracle/ like a rendered one.
 """
@@ -38,7 +41,7 @@ def dataset_ref(name: str, folder: Path) -> DatasetRef:
 
 
 def run(cfg: PipelineConfig, domain: Domain, *, progress: bool = True) -> DatasetRef:
-    from synthloop.synthesis.meshes import resolve_cad_parts
+    from synthloop.synthesis.meshes import resolve_cad_files, resolve_cad_parts
     from synthloop.synthesis.render import render_domain
 
     ws = Workspace.of(cfg)
@@ -48,14 +51,17 @@ def run(cfg: PipelineConfig, domain: Domain, *, progress: bool = True) -> Datase
         log.info("render %s: already in %s, skipped", domain, final)
         return dataset_ref(domain, final)
     if isinstance(domain_cfg, ImportedDomain):
-        return import_domain(cfg, domain, domain_cfg, progress=progress)
-    parts = resolve_cad_parts(cfg.parts, ws.cad)
+        ref = import_domain(cfg, domain, domain_cfg, progress=progress)
+        warn_box_sizes(cfg)
+        return ref
+    parts = resolve_cad_files(resolve_cad_parts(cfg.parts, ws.cad), ws.cad / "import")
     if domain != "pool":
         if cfg.proxy_real and domain == "val":
             log.warning("validation set is a RENDERED PROXY of real photos (demo): "
                         "replace data/val with real labelled photos for real use")
         render_domain(domain_cfg, parts, cfg.class_names, final, render_cfg=cfg.render,
                       progress=progress)
+        warn_box_sizes(cfg)
         return dataset_ref(domain, final)
 
     log.warning("pool is a RENDERED PROXY of camera photos (demo); its ground truth is kept "
@@ -64,6 +70,28 @@ def run(cfg: PipelineConfig, domain: Domain, *, progress: bool = True) -> Datase
     gt = render_domain(domain_cfg, parts, cfg.class_names, staging, render_cfg=cfg.render,
                        progress=progress)
     return ingest_pool(ws, gt)
+
+
+def warn_box_sizes(cfg: PipelineConfig) -> list[str]:
+    """Compare rendered and photo box sizes per class (renders vs imported val / pool ground
+    truth, once both exist); log and return a warning per class beyond ``box_size_factor``."""
+    from synthloop.synthesis.scale_check import compare_box_sizes
+
+    ws = Workspace.of(cfg)
+    synthetic = ws.dataset_dir("synthetic") / ANNOTATIONS
+    if not synthetic.exists():
+        return []
+    warnings = []
+    for domain, path in (("val", ws.dataset_dir("val") / ANNOTATIONS),
+                         ("pool", ws.oracle / "pool.json")):
+        source = getattr(cfg, domain)
+        if isinstance(source, ImportedDomain) and path.exists():
+            found = compare_box_sizes(CocoDataset.load(synthetic), CocoDataset.load(path),
+                                      factor=source.box_size_factor)
+            warnings += [f"{domain} photos vs renders: {w}" for w in found]
+    for w in warnings:
+        log.warning("%s", w)
+    return warnings
 
 
 def import_domain(cfg: PipelineConfig, domain: Domain, source: ImportedDomain, *,

@@ -30,7 +30,24 @@ def candidate_ids(cfg: PipelineConfig, pool: CocoDataset, labeled_ids: set[int])
     return ids
 
 
-def save_scores(path: Path, scores: list) -> None:
+def candidate_subset(ids: list[int], *, m: int | None, k: int, seed: int) -> list[int]:
+    """A seeded random subset of ``m * k`` of ``ids`` (kept in pool order), or all of ``ids``
+    when ``m`` is None or the pool is no larger than that."""
+    if m is None or len(ids) <= m * k:
+        return list(ids)
+    rows = np.random.default_rng(seed).choice(len(ids), size=m * k, replace=False)
+    return [ids[j] for j in sorted(rows)]
+
+
+def subset_seed(cfg: PipelineConfig, cycle: int) -> int:
+    """The seed of cycle ``cycle``'s candidate subset (the query's seed: recorded with it)."""
+    return cfg.active.seed + cycle
+
+
+def save_scores(path: Path, scores: list, *, scorer: str = "torch",
+                candidates: int | None = None) -> None:
+    """``scorer``: what scored ("torch" | "onnx:<runtime>"); ``candidates``: how many images
+    were candidates before a subset was drawn (default: as many as were scored)."""
     import io
 
     counts = np.array([len(s.scores) for s in scores], dtype=np.int64)
@@ -39,8 +56,19 @@ def save_scores(path: Path, scores: list) -> None:
     buf = io.BytesIO()
     np.savez(buf, image_ids=np.array([s.image_id for s in scores], dtype=np.int64),
              counts=counts, features=np.stack([s.feature for s in scores]).astype(np.float32),
-             probs=np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, width)))
+             probs=np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, width)),
+             scorer=np.array(scorer),
+             candidates=np.array(len(scores) if candidates is None else candidates))
     atomic_write_bytes(path, buf.getvalue())
+
+
+def scores_meta(path: Path) -> dict[str, object]:
+    """``{"scorer", "candidates", "scored"}`` of a scores file (older files: torch, all)."""
+    z = np.load(path)
+    scored = len(z["image_ids"])
+    return {"scorer": str(z["scorer"]) if "scorer" in z.files else "torch",
+            "candidates": int(z["candidates"]) if "candidates" in z.files else scored,
+            "scored": scored}
 
 
 def load_scores(path: Path) -> tuple[list[int], list[np.ndarray], np.ndarray]:
@@ -54,8 +82,11 @@ def load_scores(path: Path) -> tuple[list[int], list[np.ndarray], np.ndarray]:
 def run(cfg: PipelineConfig, *, cycle: int, model: ModelRef, pool: DatasetRef,
         labeled_ids: set[int], progress: bool = True) -> Path:
     from synthloop.detection import load_checkpoint, predict_with_probs_and_features
+    from synthloop.detection.device import resolve_device
 
-    out = Workspace.of(cfg).cycle_dir(cycle) / f"scores-v{model.version}-{pool.md5[:12]}.npz"
+    m = cfg.active.candidate_subset
+    subset = f"-m{m}k{cfg.active.k}s{subset_seed(cfg, cycle)}" if m else ""
+    out = Workspace.of(cfg).cycle_dir(cycle) / f"scores-v{model.version}-{pool.md5[:12]}{subset}.npz"
     if out.exists():
         log.info("score: cached %s", out.name)
         return out
@@ -64,11 +95,20 @@ def run(cfg: PipelineConfig, *, cycle: int, model: ModelRef, pool: DatasetRef,
     if not ids:
         raise ValueError(f"score: the pool {pool.annotations} has no candidate images "
                          f"(scope {cfg.active.scope}, {len(labeled_ids)} labelled)")
+    all_candidates = len(ids)
+    ids = candidate_subset(ids, m=m, k=cfg.active.k, seed=subset_seed(cfg, cycle))
+    if len(ids) < all_candidates:
+        log.info("score: a random subset of %d of %d candidates (active.candidate_subset %d x k "
+                 "%d, seed %d)", len(ids), all_candidates, m, cfg.active.k, subset_seed(cfg, cycle))
     tracking.setup(cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        net = load_checkpoint(tracking.download_checkpoint(model.uri, Path(tmp)))
+        net = load_checkpoint(tracking.download_checkpoint(model.uri, Path(tmp)),
+                              device=resolve_device(cfg.runtime.device))
+    net, scorer = tracking.exported_or_torch(model.uri, net, runtime=cfg.export.runtime,
+                                             use=cfg.export.use)
     scores = predict_with_probs_and_features(net, pool_ds.subset(ids),
                                              batch_size=cfg.active.batch_size, progress=progress)
-    save_scores(out, scores)
-    log.info("score: %d images, %d detections", len(scores), sum(len(s.scores) for s in scores))
+    save_scores(out, scores, scorer=scorer, candidates=all_candidates)
+    log.info("score: %d images, %d detections (%s)", len(scores),
+             sum(len(s.scores) for s in scores), scorer)
     return out

@@ -15,7 +15,7 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 
-from synthloop import tracking
+from synthloop import tracking, tracking_datasets, tracking_recovery
 from synthloop.artifacts import DatasetRef, EvalResult, ModelRef
 from synthloop.config import PipelineConfig, TrainConfig
 from synthloop.data.coco import CocoDataset
@@ -43,21 +43,28 @@ def train_evaluate_register(cfg: PipelineConfig, *, run_name: str, tags: dict[st
                             init_checkpoint: Path | None, checkpoint_dir: Path,
                             parent_run_id: str | None = None,
                             extra_params: dict[str, Any] | None = None,
+                            datasets: dict[str, DatasetRef] | None = None,
                             progress: bool = True) -> tuple[ModelRef, EvalResult]:
-    """Train (from ``init_checkpoint`` or from the configured weights), evaluate on ``val``."""
+    """Train (from ``init_checkpoint`` or from the configured weights), evaluate on ``val``.
+
+    ``datasets``: what the model was trained from ({name: ref}), logged with ``val`` as the
+    run's MLflow inputs. A raise ends the run FAILED with the error (``ends_failed``).
+    """
     from synthloop.detection import (build_detector, evaluate_predictions, load_checkpoint,
                                      predict_with_probs_and_features, save_checkpoint, train)
+    from synthloop.detection.device import resolve_device
     from synthloop.detection.training import seed_everything
     from synthloop.gating.predictions import predictions_path, save_predictions
 
     num_classes = len(cfg.class_names)
+    device = resolve_device(cfg.runtime.device)
     if init_checkpoint is not None:
-        model = load_checkpoint(init_checkpoint)
+        model = load_checkpoint(init_checkpoint, device=device)
     else:
         # New heads start from the training seed: a rerun after a crash (or a second machine)
         # trains the same M0, so the query and the labelled set are reproducible too.
         seed_everything(train_cfg.seed)
-        model = build_detector(cfg=cfg.detector, num_classes=num_classes)
+        model = build_detector(cfg=cfg.detector, num_classes=num_classes, device=device)
     val_ds = CocoDataset.load(val.annotations, val.image_root)
     # The pretrained backbone file's sha256 travels in every checkpoint of its descendants.
     backbone_sha = (getattr(model, "backbone_weights_sha256", None)
@@ -68,9 +75,12 @@ def train_evaluate_register(cfg: PipelineConfig, *, run_name: str, tags: dict[st
     run_tags = {**tags, **tracking.process_tags()}  # the run's owner; not the version's tags
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
-    with mlflow.start_run(run_name=run_name, tags=run_tags) as run:
+    with (mlflow.start_run(run_name=run_name, tags=run_tags) as run,
+          tracking_recovery.ends_failed(run.info.run_id, client)):
+        tracking_datasets.log_datasets(cfg, run.info.run_id, {**(datasets or {}), "val": val},
+                                       client)
         mlflow.log_params({**flat_params("detector", cfg.detector), **flat_params("train", train_cfg),
-                           "train.num_images": len(train_ds.images),
+                           "train.num_images": len(train_ds.images), "runtime.device": str(device),
                            "val.md5": val.md5, **(extra_params or {})})
 
         cpu = {"start": time.process_time(), "monitor": 0.0}
@@ -103,7 +113,7 @@ def train_evaluate_register(cfg: PipelineConfig, *, run_name: str, tags: dict[st
 
         t0 = time.perf_counter()
         result = train(model, train_ds, cfg=train_cfg, val_ds=stop_ds, checkpoint_dir=checkpoint_dir,
-                       progress=progress, on_epoch=on_epoch)
+                       progress=progress, on_epoch=on_epoch, runtime=cfg.runtime)
         train_s = time.perf_counter() - t0
         # Said in the report when a time cap, not the step budget, ended training.
         planned = train_cfg.epochs * -(-len(train_ds.images) // train_cfg.batch_size)
@@ -128,7 +138,13 @@ def train_evaluate_register(cfg: PipelineConfig, *, run_name: str, tags: dict[st
         save_checkpoint(model, ckpt, cfg=cfg.detector, num_classes=num_classes,
                         extra={"class_names": cfg.class_names,
                                **({"backbone_weights_sha256": backbone_sha} if backbone_sha else {})})
-        model_uri = tracking.log_detector(ckpt)
+        export_files = None
+        if cfg.export.enabled and cfg.detector.backend == "torchvision":
+            from synthloop.detection.export import export_onnx
+
+            # The scorer of this very version, beside its checkpoint (detection/export.py).
+            export_files = export_onnx(model.cpu(), checkpoint_dir / "export")
+        model_uri = tracking.log_detector(ckpt, export_files=export_files)
         version = register_version(client, cfg.registered_model_name, model_uri, run.info.run_id,
                                    tags={**tags, "val_AP": f"{ev.metrics.get('AP', 0.0):.4f}",
                                          "val_md5": val.md5})

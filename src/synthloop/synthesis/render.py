@@ -11,6 +11,7 @@ cluster or Prefect: ``plan_shards`` -> map ``render_shard`` -> ``merge_shards``.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import os
 import sys
@@ -24,12 +25,15 @@ from synthloop.synthesis.assets import Assets, resolve_assets
 from synthloop.synthesis.blender.worker import is_done
 from synthloop.synthesis.meshes import prepare_part_meshes
 from synthloop.synthesis.plan import plan_scenes
+from synthloop.synthesis.scale_check import (ScaleError, check_class_boxes, check_scale,
+                                             format_sizes, part_sizes)
 from synthloop.synthesis.shards import (RenderError, ShardJob, ShardResult, _src_dir, digest,
                                         merge_shards, render_shard)
 
 MAX_TOP_UP_ROUNDS = 6
+log = logging.getLogger(__name__)
 
-__all__ = ["RenderError", "find_blender_python", "plan_shards", "render_domain",
+__all__ = ["RenderError", "ScaleError", "find_blender_python", "plan_shards", "render_domain",
            "render_shard", "merge_shards"]
 
 
@@ -60,7 +64,7 @@ def render_settings(domain: DomainConfig, render_cfg: RenderConfig, *,
     threads = render_cfg.threads or max(1, (os.cpu_count() or 1) // render_cfg.workers)
     return {"width": domain.width, "height": domain.height, "samples": domain.samples,
             "denoise": domain.denoise, "quality": domain.quality, "scene": domain.scene,
-            "threads": threads, "profile": profile}
+            "threads": threads, "profile": profile, "device": render_cfg.device}
 
 
 def _check_names(parts: list[PartSpec], class_names: list[str]) -> None:
@@ -85,11 +89,17 @@ def plan_shards(domain: DomainConfig, parts: list[PartSpec], out_dir: Path | str
     out_dir = Path(out_dir).resolve()
     assets = assets or resolve_assets(domain, parts)
     meshes = prepare_part_meshes(parts, out_dir / "meshes")
+    sizes = part_sizes(meshes)
+    if start == 0:
+        log.info("render %s: %s", out_dir.name, format_sizes(sizes))
+    check_scale(sizes, domain)  # before Blender starts: a wrong unit fails here, loudly
     settings = render_settings(domain, render_cfg, profile=profile)
     job_assets = {"distractor_meshes": list(assets.distractor_meshes), "hdris": list(assets.hdris)}
     finish = {"min_visibility": domain.min_visibility, "max_truncation": domain.max_truncation,
               "box_mode": domain.box_mode, "drop_empty_images": domain.drop_empty_images}
-    render_env = {k: v for k, v in settings.items() if k != "threads"}
+    # Neither the thread count nor the device changes what an image shows: finished images
+    # stay valid when they change.
+    render_env = {k: v for k, v in settings.items() if k not in ("threads", "device")}
     if domain.drop_empty_images:  # the worker may then skip hopeless images: part of the key
         render_env["precheck_max_truncation"] = domain.max_truncation
     items = []
@@ -161,10 +171,12 @@ def render_domain(domain: DomainConfig, parts: list[PartSpec], class_names: list
     """Render ``domain.num_images`` images of ``parts`` into ``out_dir`` and return the COCO set.
 
     Every input (meshes, materials, textures, HDRIs, backgrounds, ranges) is checked before
-    Blender starts. Only parts are annotated (category id = part index + 1), with boxes
-    ``[x, y, w, h]`` pixels per ``domain.box_mode``; parts below ``min_visibility`` or above
-    ``max_truncation`` are dropped, and with ``drop_empty_images`` so are images left without
-    a part (more are rendered to refill). Writes ``images/*.jpg`` and ``annotations.json``.
+    Blender starts, and every part's size in metres is logged and checked against the camera
+    (``scale_check``: a wrong unit is a ``ScaleError``, as is a class left without boxes).
+    Only parts are annotated (category id = part index + 1), with boxes ``[x, y, w, h]``
+    pixels per ``domain.box_mode``; parts below ``min_visibility`` or above ``max_truncation``
+    are dropped, and with ``drop_empty_images`` so are images left without a part (more are
+    rendered to refill). Writes ``images/*.jpg`` and ``annotations.json``.
     """
     import time
 
@@ -198,5 +210,8 @@ def render_domain(domain: DomainConfig, parts: list[PartSpec], class_names: list
             bar.update(_cached(jobs))
     finally:
         bar.close()
+    # a class left without boxes is an error before annotations.json exists (so a rerun after
+    # the fix does not skip the domain); the renders stay and are reused where still valid
+    check_class_boxes([r for res in results for r in res.images], list(class_names))
     return merge_shards(results, class_names=class_names, out_dir=out_dir,
                         num_images=domain.num_images)
