@@ -102,6 +102,9 @@ def test_statistics_per_cell():
     assert ap["per_fold"] == {"0": pytest.approx(0.6503, abs=1e-4)}
     assert stats["bootstrap"]["resamples"] == 2000
     assert [c["cycle"] for c in stats["multi"]] == [1, 2, 3, 4]
+    # every metric's mean is recorded too (the per-class table of the report reads the same runs)
+    assert cell["means"]["AP"] == pytest.approx(ap["mean"])
+    assert set(cell["means"]) >= {"AP", "AP50"}
 
 
 def test_labels_dbal_needs_to_match_random_at_50():

@@ -55,8 +55,15 @@ def single_cells(summary: dict[str, Any], boot: dict[str, Any]) -> list[dict[str
     groups = _group(summary["single"], lambda r: (r["spec"]["setting"], r["spec"]["strategy"],
                                                   int(r["spec"]["k"])))
     return [{"setting": s, "strategy": st, "k": k, "labels": float(k),
-             **{m: cell_stats(runs, m, boot) for m in METRICS if m in runs[0]["metrics"]}}
+             **{m: cell_stats(runs, m, boot) for m in METRICS if m in runs[0]["metrics"]},
+             "means": _means(runs)}
             for (s, st, k), runs in groups.items()]
+
+
+def _means(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Every metric's mean over the runs (per-class AP, AP75, ...): the report's per-class table."""
+    keys = sorted({k for r in runs for k in r["metrics"]})
+    return {k: float(np.mean([r["metrics"][k] for r in runs if k in r["metrics"]])) for k in keys}
 
 
 def multi_cells(summary: dict[str, Any], boot: dict[str, Any]) -> list[dict[str, Any]]:
