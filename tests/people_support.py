@@ -76,67 +76,17 @@ def chromium_screenshot(url: str, out: Path, *, cookies: dict[str, str], wait_s:
                         size: tuple[int, int] = (1440, 900), chromium: str = "chromium") -> Path:
     """Open ``url`` in headless Chromium with ``cookies`` set (DevTools protocol on loopback),
     wait for the page to render, and save a PNG screenshot."""
-    import asyncio
-    import base64
-    import json
-    import subprocess
-    import tempfile
     import time
-    import urllib.request
     from urllib.parse import urlparse
 
-    import websockets
-
-    port = free_port()
-    with tempfile.TemporaryDirectory() as profile:
-        proc = subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
-                                 "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
-                                 "--remote-debugging-address=127.0.0.1",
-                                 f"--remote-debugging-port={port}",
-                                 f"--window-size={size[0]},{size[1]}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline, targets = time.time() + 60, []
-            while time.time() < deadline and not targets:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
-                        targets = [t for t in json.load(r) if t.get("type") == "page"]
-                except OSError:
-                    time.sleep(0.3)
-            if not targets:
-                raise RuntimeError("chromium did not open its DevTools port")
-            host = urlparse(url).hostname
-
-            async def drive() -> bytes:
-                async with websockets.connect(targets[0]["webSocketDebuggerUrl"], max_size=2**26) as ws:
-                    ids = iter(range(1, 10_000))
-
-                    async def call(method: str, **params):
-                        n = next(ids)
-                        await ws.send(json.dumps({"id": n, "method": method, "params": params}))
-                        while True:
-                            msg = json.loads(await ws.recv())
-                            if msg.get("id") == n:
-                                return msg.get("result", {})
-
-                    await call("Network.enable")
-                    for name, value in cookies.items():
-                        await call("Network.setCookie", name=name, value=value, domain=host, path="/")
-                    await call("Page.enable")
-                    await call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1],
-                               deviceScaleFactor=1, mobile=False)
-                    await call("Page.navigate", url=url)
-                    await asyncio.sleep(wait_s)
-                    shot = await call("Page.captureScreenshot", format="png")
-                    return base64.b64decode(shot["data"])
-
-            png = asyncio.run(drive())
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(png)
-    return out
+    with Chromium(size=size, chromium=chromium) as browser:
+        browser.call("Network.enable")
+        for name, value in cookies.items():
+            browser.call("Network.setCookie", name=name, value=value,
+                         domain=urlparse(url).hostname, path="/")
+        browser.call("Page.navigate", url=url)
+        time.sleep(wait_s)
+        return browser.screenshot(out)
 
 
 class Chromium:
@@ -164,7 +114,9 @@ class Chromium:
         port = free_port()
         self._profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
         self._proc = subprocess.Popen(
+            # no background networking: this machine's closed network refuses those connections
             [self.chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--hide-scrollbars", f"--user-data-dir={self._profile.name}",
              "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={port}",
              f"--window-size={self.size[0]},{self.size[1]}", "about:blank"],
