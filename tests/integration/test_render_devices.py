@@ -7,13 +7,12 @@ everything else is the real worker rendering real images.
 """
 
 import json
-import subprocess
 
 import pytest
 
 from synthloop.config import DomainConfig, PartSpec, RenderConfig
 from synthloop.data.coco import CocoDataset
-from synthloop.synthesis.render import RenderError, find_blender_python, render_domain
+from synthloop.synthesis.render import render_domain
 
 pytestmark = pytest.mark.render
 
@@ -22,14 +21,8 @@ DOMAIN = DomainConfig(num_images=3, seed=5, width=48, height=32, samples=1, min_
 
 
 @pytest.fixture(scope="module")
-def python():
-    try:
-        exe = find_blender_python(RenderConfig())
-    except RenderError as exc:
-        pytest.skip(f"render venv missing: {exc}")
-    if subprocess.run([exe, "-c", "import bpy"], capture_output=True).returncode != 0:
-        pytest.skip(f"{exe} cannot import bpy (run `make setup`)")
-    return exe
+def python(render_python):
+    return render_python  # conftest's: .venv-render with bpy (a failure under CI when missing)
 
 
 def _render(tmp_path, python, device):
