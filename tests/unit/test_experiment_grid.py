@@ -182,3 +182,18 @@ def test_a_scale_can_leave_the_multi_cycle_runs_out():
     assert exp.at_scale("small").multi_cycle is None
     assert multi_cycle_chains(exp.at_scale("small")) == []
     assert exp.at_scale("keep").multi_cycle == exp.multi_cycle
+
+
+def test_an_r_run_starts_from_heads_drawn_from_its_seed_alone(tmp_path):
+    import torch
+
+    from synthloop.experiments.harness import Harness
+
+    cfg = load_config(write_toy_pipeline(tmp_path))
+    harness = Harness(cfg, scale="toy", progress=False)
+    a = harness._start_model(None, seed=7).state_dict()
+    torch.rand(1000)  # whatever the process drew before (another run, an evaluation)
+    b = harness._start_model(None, seed=7).state_dict()
+    c = harness._start_model(None, seed=8).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)

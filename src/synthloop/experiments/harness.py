@@ -178,14 +178,11 @@ class Harness:
 
     def _finetune(self, spec: RunSpec, fold: Fold, init: Path | None, labeled: list[int],
                   out: Path | None) -> tuple[dict[str, float], float, int]:
-        from synthloop.detection import (build_detector, evaluate, load_checkpoint,
-                                         save_checkpoint, train)
+        from synthloop.detection import evaluate, save_checkpoint, train
 
-        model = (load_checkpoint(init, device=self.device) if init is not None else
-                 build_detector(cfg=self.cfg.detector, num_classes=len(self.cfg.class_names),
-                                device=self.device))
         train_ds = fold.pool.subset(sorted(labeled))
         tcfg = self._train_cfg(spec.setting, len(train_ds.images), spec.seed)
+        model = self._start_model(init, tcfg.seed)
         with tempfile.TemporaryDirectory() as ckdir:
             result = train(model, train_ds, cfg=tcfg, val_ds=None, checkpoint_dir=Path(ckdir),
                            progress=self.progress, runtime=self.cfg.runtime)
@@ -193,6 +190,19 @@ class Harness:
         if out is not None:
             save_checkpoint(model, out, cfg=model.detector_cfg, num_classes=model.num_classes)
         return metrics, result.seconds, result.steps
+
+    def _start_model(self, init: Path | None, seed: int):
+        """The model a run starts from: ``init``'s weights, or the configured ones with new
+        heads drawn from the run's seed (not from whatever the process drew before: an R run
+        must be the same run after a restart or in another order)."""
+        from synthloop.detection import build_detector, load_checkpoint
+        from synthloop.detection.training import seed_everything
+
+        if init is not None:
+            return load_checkpoint(init, device=self.device)
+        seed_everything(seed)
+        return build_detector(cfg=self.cfg.detector, num_classes=len(self.cfg.class_names),
+                              device=self.device)
 
     # ----------------------------------------------------------------- runs
     def _record_path(self, spec: RunSpec) -> Path:
