@@ -66,6 +66,25 @@ def write_stack_config(folder: Path, *, pipeline: Path = DEMO_CONFIG, **sections
     return path
 
 
+def toy_pipeline_on_stack(tmp_path: Path, folder: Path, *, model: str, **sections: dict
+                          ) -> tuple[Path, object]:
+    """A toy pipeline (``tmp_path/toy.yaml``, workspace ``tmp_path/ws``) whose tracking and
+    registry (``model``) live on the stack of ``folder``, ingesting from ``tmp_path/camera``
+    and gated so that any cycle promotes (these tests are about plumbing); ``sections`` merge
+    into the pipeline. Returns (the stack config, its settings)."""
+    from synthloop.stack.settings import load_stack
+    from tests_support import write_toy_pipeline
+
+    config = write_stack_config(folder, pipeline=tmp_path / "toy.yaml")
+    st = load_stack(config)
+    write_toy_pipeline(tmp_path, update={
+        "tracking": {"uri": st.mlflow_url, "registered_model": model},
+        "ingest": {"source": str(tmp_path / "camera")}, "trigger": {"pool_growth_min": 3},
+        "gate": {"min_improvement": -1.0, "bootstrap_resamples": 0, "max_class_drop": 1.0},
+        **sections})
+    return config, st
+
+
 @contextlib.contextmanager
 def running_stack(config: Path) -> Iterator[object]:
     """``stack up`` (in this process); ``stack down`` whatever happens. Yields the settings."""

@@ -23,27 +23,19 @@ from pathlib import Path
 import pytest
 from people_support import Chromium
 from stack_support import (get_json, mirrored_camera_images, running_stack, stack_folder,
-                           synthloop, wait_for, write_stack_config)
-from tests_support import write_toy_pipeline
+                           synthloop, toy_pipeline_on_stack, wait_for)
 
 from synthloop.flows_server import api_post
 from synthloop.gating.cycle_lock import cycle_lock
-from synthloop.stack.settings import load_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.render]
 
 
 def test_new_images_trigger_a_cycle_on_the_stack_and_the_server_swaps(tmp_path, render_python):
     with stack_folder() as folder:
-        toy = tmp_path / "toy.yaml"
-        config = write_stack_config(folder, pipeline=toy)
-        st = load_stack(config)
-        camera = tmp_path / "camera"
-        write_toy_pipeline(tmp_path, update={
-            "tracking": {"uri": st.mlflow_url, "registered_model": "synthloop-stack-toy"},
-            "ingest": {"source": str(camera)}, "trigger": {"pool_growth_min": 3},
-            "gate": {"min_improvement": -1.0, "bootstrap_resamples": 0, "max_class_drop": 1.0},
-            "serve": {"poll_seconds": 2.0}})
+        toy, camera = tmp_path / "toy.yaml", tmp_path / "camera"
+        config, st = toy_pipeline_on_stack(tmp_path, folder, model="synthloop-stack-toy",
+                                           serve={"poll_seconds": 2.0})
         with running_stack(config):
             mlflow_api = f"{st.mlflow_url}/api/2.0/mlflow"
             alias_url = (f"{mlflow_api}/registered-models/alias?name=synthloop-stack-toy"

@@ -17,14 +17,12 @@ from pathlib import Path
 
 import pytest
 from stack_support import (get_json, mirrored_camera_images, running_stack, stack_folder,
-                           synthloop, wait_for, write_stack_config)
-from tests_support import write_toy_pipeline
+                           synthloop, toy_pipeline_on_stack, wait_for)
 
 from synthloop.flows_server import api_post
 from synthloop.gating.cycle_lock import CycleBusy, cycle_lock
 from synthloop.stack import postgres
 from synthloop.stack.procs import PidFile
-from synthloop.stack.settings import load_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.render, pytest.mark.e2e, pytest.mark.faults]
 
@@ -66,14 +64,8 @@ def cycle_in_progress(state: Path) -> bool:
 def test_worker_killed_mid_cycle_keeps_the_champion_and_the_next_event_resumes(
         tmp_path, render_python, report):
     with stack_folder() as folder:
-        toy = tmp_path / "toy.yaml"
-        config = write_stack_config(folder, pipeline=toy)
-        st = load_stack(config)
-        camera = tmp_path / "camera"
-        write_toy_pipeline(tmp_path, update={
-            "tracking": {"uri": st.mlflow_url, "registered_model": "synthloop-stack-fault"},
-            "ingest": {"source": str(camera)}, "trigger": {"pool_growth_min": 3},
-            "gate": {"min_improvement": -1.0, "bootstrap_resamples": 0, "max_class_drop": 1.0}})
+        toy, camera = tmp_path / "toy.yaml", tmp_path / "camera"
+        config, st = toy_pipeline_on_stack(tmp_path, folder, model="synthloop-stack-fault")
         alias_url = (f"{st.mlflow_url}/api/2.0/mlflow/registered-models/alias"
                      "?name=synthloop-stack-fault&alias=champion")
         state = tmp_path / "ws" / "state"
