@@ -7,6 +7,12 @@ no atexit, exactly what a power cut or the OOM killer leaves behind. ``NAME@N`` 
 N-th hit of the point in this process (default the first).
 
 Unset, a call is one dict lookup: cheap enough for per-batch and per-image loops.
+
+``pause("tracking.log_model")`` holds a process at a named point instead of killing it, so a
+test can break something outside it (stop S3, restart a database) at an exact step: when
+``SYNTHLOOP_FAULT_PAUSE_DIR`` names a folder holding a file named after the point (the test
+"arms" it), the process writes ``<point>.reached`` there (its pid) and waits until the armed
+file is removed (at most ``timeout_s``), then goes on. Unarmed, it costs one ``stat``.
 """
 
 from __future__ import annotations
@@ -14,10 +20,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
+from pathlib import Path
 
 ENV = "SYNTHLOOP_FAULT"
 POINTS = ("render.mid_shard", "dvc.commit", "dvc.push", "train.mid_epoch", "score.mid_pool",
           "label.mid_write", "registry.register", "gate.alias_move")
+PAUSE_ENV = "SYNTHLOOP_FAULT_PAUSE_DIR"
+PAUSE_POINTS = ("tracking.log_model",)
 _hits: dict[str, int] = {}
 
 
@@ -37,3 +47,19 @@ def point(name: str) -> None:
     if os.getpgrp() == os.getpid():  # our own group (the tests start us so): take workers too
         os.killpg(os.getpgrp(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pause(name: str, *, timeout_s: float = 900.0) -> None:
+    """Hold here while ``$SYNTHLOOP_FAULT_PAUSE_DIR/<name>`` exists (see the module docstring)."""
+    folder = os.environ.get(PAUSE_ENV)
+    if not folder:
+        return
+    armed = Path(folder) / name
+    if not armed.exists():
+        return
+    (Path(folder) / f"{name}.reached").write_text(str(os.getpid()))
+    sys.stderr.write(f"synthloop.faults: paused at {name} until {armed} is removed\n")
+    sys.stderr.flush()
+    deadline = time.monotonic() + timeout_s
+    while armed.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)

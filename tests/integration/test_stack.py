@@ -54,6 +54,11 @@ def test_up_restart_keeps_everything_down_stops_only_ours():
             assert {"al-cycle", "pool-watcher", "continuous-training-nightly"} <= set(deps)
             limits = api_post(st.prefect_api_url, "/v2/concurrency_limits/filter", {})
             assert [(c["name"], c["limit"]) for c in limits] == [("synthloop-cycle", 1)]
+            # The zombie automation (flow runs whose heartbeats stop are marked Crashed).
+            [zombie] = [a for a in api_post(st.prefect_api_url, "/automations/filter", {})
+                        if a["name"] == st.prefect.zombie_automation]
+            assert zombie["enabled"] and zombie["trigger"]["within"] == st.prefect.zombie_after_s
+            assert zombie["actions"][0]["state"] == "CRASHED"
             later = (datetime.now(timezone.utc) + timedelta(days=30)).isoformat()
             flow_run = api_post(st.prefect_api_url,
                                 f"/deployments/{deps['synthesize']['id']}/create_flow_run",
@@ -90,6 +95,8 @@ def test_up_restart_keeps_everything_down_stops_only_ours():
             runs = api_post(st.prefect_api_url, "/flow_runs/filter", {})
             assert flow_run["id"] in {r["id"] for r in runs}
             assert len(api_post(st.prefect_api_url, "/v2/concurrency_limits/filter", {})) == 1
+            assert [a["id"] for a in api_post(st.prefect_api_url, "/automations/filter", {})
+                    if a["name"] == st.prefect.zombie_automation] == [zombie["id"]]  # updated
             logs = cli("logs", "mlflow", "--config", str(config), "-n", "5")
             assert logs.returncode == 0 and "mlflow.log" in logs.stdout
 

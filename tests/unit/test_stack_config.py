@@ -127,3 +127,40 @@ def test_stop_never_signals_a_process_that_only_reused_the_pid(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_zombie_flow_runs_heartbeats_and_automation_are_what_prefect_reads(tmp_path):
+    """The worker's flow runs send heartbeats every prefect.heartbeat_s (Prefect reads the env
+    var the stack sets), and the automation body is one Prefect's own schema accepts: after a
+    heartbeat, another (or a final state) within prefect.zombie_after_s, else Crashed."""
+    from prefect.events.schemas.automations import AutomationCore, Posture
+
+    from synthloop.stack.services import service_env, zombie_automation_body
+
+    st = load_stack(ROOT / "infra" / "stack.yaml", base=ROOT)
+    env = service_env(st)
+    assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(st.prefect.heartbeat_s) == "30"
+    proc = subprocess.run([sys.executable, "-c", "from prefect.settings import "
+                           "get_current_settings as s; print(s().flows.heartbeat_frequency)"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**env, "PREFECT_HOME": str(tmp_path)})
+    assert proc.stdout.strip() == "30", proc.stderr[-2000:]
+    auto = AutomationCore.model_validate(zombie_automation_body(st))
+    assert auto.trigger.posture == Posture.Proactive
+    assert auto.trigger.within.total_seconds() == st.prefect.zombie_after_s == 90
+    assert auto.trigger.after == {"prefect.flow-run.heartbeat"}
+    assert {"prefect.flow-run.heartbeat", "prefect.flow-run.Completed",
+            "prefect.flow-run.Failed", "prefect.flow-run.Crashed"} <= auto.trigger.expect
+    assert auto.trigger.for_each == {"prefect.resource.id"}
+    # Deployment runs only (the stack's worker sets their heartbeat): a flow run started by
+    # hand beats every 180 s (Prefect's default) and must not be crashed after 90 s.
+    assert auto.trigger.match_related.model_dump() == {"prefect.resource.role": "deployment"}
+    assert [(a.type, a.state.value) for a in auto.actions] == [("change-flow-run-state",
+                                                                "CRASHED")]
+    bad = tmp_path / "stack.yaml"
+    bad.write_text("prefect: {heartbeat_s: 40, zombie_after_s: 70}\n")
+    with pytest.raises(ValueError, match=r"prefect: .*zombie_after_s must be at least twice"):
+        load_stack(bad)
+    bad.write_text("prefect: {heartbeat_s: 10}\n")
+    with pytest.raises(ValueError, match=r"prefect\.heartbeat_s"):
+        load_stack(bad)

@@ -60,6 +60,7 @@ def service_env(settings: StackSettings) -> dict[str, str]:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_API_URL": settings.prefect_api_url,
             "PREFECT_API_DATABASE_CONNECTION_URL": settings.database_url("prefect", "asyncpg"),
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(settings.prefect.heartbeat_s),
             "SYNTHLOOP_CYCLE_LIMIT": settings.prefect.cycle_limit}
 
 
@@ -110,22 +111,39 @@ PORT_KEYS = {"postgres": ("postgres.port", lambda s: s.postgres.port),
 
 # -- starting each service ---------------------------------------------------------------------
 def _start_s3(settings: StackSettings, env: dict[str, str]) -> None:
-    """moto's S3 server in memory, every request appended to s3/requests.jsonl and replayed
-    at start: the buckets and objects survive a restart."""
+    """moto's S3 server in memory (stack/s3_server.py), every request that changes something
+    appended to s3/requests.jsonl and replayed at start: the buckets and objects survive a
+    restart. The previous log is moved aside and replayed through the new server, which
+    records it again (compacted) with whatever clients send meanwhile; it is deleted only once
+    the replay finished (an interrupted replay is redone, with what was recorded since)."""
+    import shutil
+    import sys
+
+    from synthloop.stack.s3_server import replay
+
     settings.s3_dir.mkdir(parents=True, exist_ok=True)
     recording = settings.s3_dir / "requests.jsonl"
+    previous = settings.s3_dir / "requests.replaying.jsonl"
+    if recording.is_file() and recording.stat().st_size:
+        if previous.is_file():  # the last replay did not finish: keep its log first
+            with open(previous, "ab") as out, open(recording, "rb") as src:
+                shutil.copyfileobj(src, out)
+            recording.unlink()
+        else:
+            recording.rename(previous)
     env = {**env, "MOTO_ENABLE_RECORDING": "true", "MOTO_RECORDER_FILEPATH": str(recording)}
-    cmd = [executable("moto_server", "pip install 'moto[server]'"), "-H", HOST, "-p",
+    executable("moto_server", "pip install 'moto[server]'")  # a clear error when moto is missing
+    cmd = [sys.executable, "-m", "synthloop.stack.s3_server", "-H", HOST, "-p",
            str(settings.s3.port)]
     spawn(_pid(settings, "s3"), cmd, env=env, cwd=settings.data_dir, log=_log(settings, "s3"))
     wait_until(lambda: _s3_healthy(settings), what="S3 (moto)", timeout_s=60,
                log=_log(settings, "s3"), pidfile=_pid(settings, "s3"))
-    if recording.is_file() and recording.stat().st_size:
-        import urllib.request
-
-        req = urllib.request.Request(f"{settings.s3_endpoint}/moto-api/recorder/replay-recording",
-                                     method="POST")
-        urllib.request.urlopen(req, timeout=600).close()
+    if previous.is_file():
+        done, skipped = replay(settings.s3_endpoint, previous)
+        with open(_log(settings, "s3"), "a") as log:
+            log.write(f"synthloop: replayed {done} requests from {previous.name}"
+                      + (f", skipped {skipped} unreadable or orphaned" if skipped else "") + "\n")
+        previous.unlink()
 
 
 def ensure_buckets(settings: StackSettings) -> list[str]:
@@ -182,6 +200,7 @@ def configure_prefect(settings: StackSettings, env: dict[str, str]) -> None:
     _prefect(settings, env, "work-pool", "create", settings.prefect.work_pool, "--type",
              "process", "--overwrite")
     ensure_cycle_limit(settings)
+    ensure_zombie_automation(settings)
     _prefect(settings, env, "deploy", "--all")
 
 
@@ -196,6 +215,65 @@ def ensure_cycle_limit(settings: StackSettings) -> dict:
         return found[0]
     return api_post(settings.prefect_api_url, "/v2/concurrency_limits/",
                     {"name": name, "limit": 1, "active": True})
+
+
+def zombie_automation_body(settings: StackSettings) -> dict:
+    """Prefect's "detect zombie flows" automation (docs.prefect.io/v3/advanced/
+    detect-zombie-flows): after a flow run's heartbeat, expect another heartbeat or a final
+    state within ``prefect.zombie_after_s``, else set the run Crashed. A worker host that dies
+    (SIGKILL, power cut) otherwise leaves its flow run Running forever.
+
+    Only runs of a deployment are watched (the heartbeat's related resources name it): those
+    run on the stack's worker, whose env sets the heartbeat frequency. Any flow run sends
+    heartbeats, at Prefect's default of every 180 s: a flow run started by hand against this
+    server (PREFECT_API_URL set, no deployment) must not be taken for a zombie after 90 s."""
+    p = settings.prefect
+    return {
+        "name": p.zombie_automation,
+        "description": (f"Written by `synthloop stack up`: a deployment's flow run whose "
+                        f"heartbeats (every "
+                        f"{p.heartbeat_s} s) stop for {p.zombie_after_s} s is marked Crashed."),
+        "enabled": True,
+        "trigger": {
+            "type": "event", "posture": "Proactive", "threshold": 1, "within": p.zombie_after_s,
+            "match": {"prefect.resource.id": ["prefect.flow-run.*"]},
+            "match_related": {"prefect.resource.role": "deployment"},
+            "after": ["prefect.flow-run.heartbeat"],
+            "expect": ["prefect.flow-run.heartbeat", "prefect.flow-run.Completed",
+                       "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
+                       "prefect.flow-run.Crashed"],
+            "for_each": ["prefect.resource.id"]},
+        "actions": [{"type": "change-flow-run-state", "state": "CRASHED",
+                     "message": f"No heartbeat for {p.zombie_after_s} s: the process running "
+                                "this flow run died (marked by the stack's zombie automation)."}],
+    }
+
+
+def ensure_zombie_automation(settings: StackSettings) -> str:
+    """Create the zombie automation, or update it in place when it exists (idempotent: one
+    automation of that name, whatever the number of `stack up`s). Returns its id."""
+    from synthloop.flows_server import api_post
+
+    body = zombie_automation_body(settings)
+    found = [a for a in api_post(settings.prefect_api_url, "/automations/filter", {})
+             if a["name"] == body["name"]]
+    if not found:
+        return api_post(settings.prefect_api_url, "/automations/", body)["id"]
+    for extra in found[1:]:  # duplicates (two `up`s racing): keep one
+        _api(settings.prefect_api_url, f"/automations/{extra['id']}", None, "DELETE")
+    _api(settings.prefect_api_url, f"/automations/{found[0]['id']}", body, "PUT")
+    return found[0]["id"]
+
+
+def _api(api_url: str, path: str, body: dict | None, method: str) -> None:
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(f"{api_url}{path}", method=method,
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30):
+        pass
 
 
 def _start_worker(settings: StackSettings, env: dict[str, str]) -> None:

@@ -52,6 +52,19 @@ class PrefectSettings(_Strict):
     port: int = Field(default=4200, ge=1, le=65535)
     work_pool: str = "synthloop-process"
     cycle_limit: str = "synthloop-cycle"
+    # Zombie flow runs: every flow run on the worker emits a heartbeat event every heartbeat_s
+    # (PREFECT_FLOWS_HEARTBEAT_FREQUENCY; Prefect's minimum is 30 s); the automation
+    # `zombie_automation` marks a run Crashed when zombie_after_s pass without one.
+    heartbeat_s: int = Field(default=30, ge=30)
+    zombie_after_s: int = Field(default=90, ge=60)
+    zombie_automation: str = "synthloop-crash-zombie-flow-runs"
+
+    @model_validator(mode="after")
+    def _window_spans_heartbeats(self) -> "PrefectSettings":
+        if self.zombie_after_s < 2 * self.heartbeat_s:
+            raise ValueError("prefect.zombie_after_s must be at least twice prefect.heartbeat_s "
+                             "(one late heartbeat must not crash a live run)")
+        return self
 
 
 class ServeSettings(_Strict):
