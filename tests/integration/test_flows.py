@@ -126,3 +126,28 @@ def test_monitor_emits_the_decision_as_an_event(harness, config, monkeypatch):
     assert sent[0]["resource"]["prefect.resource.id"] == "synthloop.pipeline.demo"
     assert sent[0]["payload"]["trigger"] == "drift"
     assert sent[0]["payload"]["config"] == str(config.resolve())
+
+
+def test_continuous_training_skips_querying_when_labels_stopped_paying(harness, config,
+                                                                      stub_pipeline, monkeypatch):
+    """The stop rule: two cycles that bought almost no AP per labelling minute -> saturated;
+    the nightly flow records the skip and queries nothing. Off by default."""
+    import json
+
+    from continuous_training import continuous_training
+
+    state = config.parent / "ws" / "state"
+    for t, gain in ((1, 0.001), (2, 0.0)):  # 20 labelling minutes each
+        d = state / f"cycle_{t}"
+        d.mkdir(parents=True)
+        (d / "label.json").write_text(json.dumps({"new": [t], "total": t, "cost": {
+            "seconds": 1200.0, "source": "model", "images": 1, "boxes": 3}}))
+        (d / "gate.json").write_text(json.dumps({"improvement": gain, "promote": False}))
+    stub_monitor(monkeypatch, fire=True, trigger="pool-grew")
+    skipped = continuous_training(str(config),
+                                  overrides=["labeling.stop_below_gain_per_minute=0.001"])
+    assert skipped["cycle"]["outcome"] == "saturated" and stub_pipeline == []
+    assert "below labeling.stop_below_gain_per_minute=0.001" in skipped["cycle"]["reason"]
+    assert read_requests(state)[-1]["outcome"] == "saturated"
+    ran = continuous_training(str(config))  # the rule is off by default: the cycle runs
+    assert ran["cycle"]["outcome"] == "ran" and ran["cycle"]["cycle"] == 3

@@ -51,7 +51,8 @@ def answer(tasks: list[dict]) -> list[dict]:
     kept = by_id[1]["predictions"][0]["result"][:2]
     moved = json.loads(json.dumps(by_id[2]["predictions"][0]["result"][0]))
     moved["value"].update(x=5.0, y=5.0, width=30.0, height=30.0)
-    by_id[1]["annotations"] = [{"id": 1, "was_cancelled": False, "result": kept}]
+    by_id[1]["annotations"] = [{"id": 1, "was_cancelled": False, "result": kept,
+                                "lead_time": 12.5}]  # Label Studio timed this one only
     by_id[2]["annotations"] = [{"id": 2, "was_cancelled": False, "result": [moved]}]
     by_id[3]["annotations"] = [{"id": 3, "was_cancelled": True, "result": []}]
     return out
@@ -89,9 +90,15 @@ def test_round_trip_through_the_label_stage(setup, tmp_path):
     rec = import_answers(cfg, 1, tmp_path / "done.json")
     assert rec["returned"] == [1, 2] and rec["skipped"] == [3] and rec["pending"] == []
     assert rec["savings"]["boxes_final"] == 3 and rec["savings"]["boxes_accepted"] == 2
+    # cost: image 1 from its lead time, image 2 from the model (5 s + 7 s for the moved box +
+    # 1 s a deleted pre-annotation); skipped image 3 is not labelled, so not costed here
+    assert rec["cost"]["source"] == "mixed" and rec["cost"]["images_timed"] == 1
+    assert rec["cost"]["images"] == 2 and rec["cost"]["seconds"] > 12.5 + 5 + 7
 
     ref = label.run(cfg, cycle=1, batch=batch)
     assert ref.num_images == 2 and ref.num_annotations == 3
+    committed = json.loads((state / "label.json").read_text())
+    assert committed["cost"] == rec["cost"]
     assert label.labeled_ids(cfg) == {1, 2}  # 3 was skipped: still in the pool's unlabelled part
     metrics = MlflowClient().get_run(run_id).data.metrics
     assert metrics["label_preannotation_accepted_share"] == pytest.approx(2 / 3)
@@ -101,6 +108,7 @@ def test_round_trip_through_the_label_stage(setup, tmp_path):
 
     (row,) = status(cfg)
     assert row["state"] == "committed" and row["labelled"] == 2 and row["skipped"] == 1
+    assert row["minutes"] == rec["cost"]["minutes"] and row["cost_source"] == "mixed"
     result = CliRunner().invoke(app, ["label", "status", "-c", str(DEMO_CONFIG),
                                       *sum((["--set", o] for o in overrides), [])])
     assert result.exit_code == 0 and "committed" in result.output and "67%" in result.output
