@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from people_support import Chromium, free_port
+from people_support import Chromium
+from tests_support import free_port
 from review_support import start_mlflow_ui, tiny_workspace
 from synthloop import tracking
 from synthloop.stages import learning_curve
@@ -158,3 +159,58 @@ def test_a_reviewer_sees_runs_datasets_failure_verdict_and_curve(workspace, tmp_
         server.terminate()
         server.wait(timeout=60)
     print(f"browser checks: {time.perf_counter() - t0:.0f} s")
+
+
+def test_the_cycle_report_renders_offline_and_shows_the_runs_numbers(workspace, tmp_path):
+    """Issue 16, part 4: cycle 1's report, as MLflow holds it, opened from disk in Chromium
+    (no server: the page must need nothing else); then the run page in MLflow links it.
+    The toy's APs are ~0: docs/images/cycle-report-bolts.png is the bolts demo's report
+    (benchmarks/cycle_report_cost.py --screenshot)."""
+    from synthloop.reports.cycle_report import format_value
+    from synthloop.stages import cycle_report
+
+    cfg, rows = workspace
+    run = runs_by_name(cfg)["cycle-1"]
+    client, rid = MlflowClient(), run.info.run_id
+    assert run.data.tags[cycle_report.TAG] == cycle_report.REPORT
+    page = Path(client.download_artifacts(rid, cycle_report.REPORT, str(tmp_path)))
+    assert page.read_bytes() == (Workspace.of(cfg).cycle_dir(1) / cycle_report.REPORT).read_bytes()
+    t0 = time.perf_counter()
+    with Chromium(size=(1100, 1900)) as browser:
+        text = browser.open(page.as_uri(), wait_for=["cycle 1", "Gate decision and evidence"])
+        images = browser.evaluate("Array.from(document.images).map(i => "
+                                  "[i.complete, i.naturalWidth, i.src.slice(0, 15)])")
+        # the gate's figure and the k=3 queried images, decoded, all from data URIs
+        assert len(images) == 1 + len(read_record(Workspace.of(cfg).cycle_dir(1) /
+                                                  "query.json")["image_ids"])
+        assert all(done and width > 0 and src.startswith("data:image/")
+                   for done, width, src in images), images
+        fetched = browser.evaluate("performance.getEntriesByType('resource')"
+                                   ".map(e => e.name).filter(n => !n.startsWith('data:'))")
+        assert fetched == [], fetched
+        chart = browser.evaluate("(() => { const r = document.querySelector('svg')"
+                                 ".getBoundingClientRect(); return [r.width, r.height]; })()")
+        assert chart[0] > 300 and chart[1] > 100
+        cells = browser.evaluate("Array.from(document.querySelectorAll('[data-metric]'))"
+                                 ".map(e => [e.dataset.metric, e.dataset.value, e.innerText])")
+        metrics = client.get_run(rid).data.metrics
+        assert {key for key, _, _ in cells} == set(metrics)
+        for key, value, shown in cells:  # what the page prints is the run's value
+            assert float(value) == metrics[key] and shown == format_value(metrics[key], key)
+        assert f"{rows[1].metrics['AP']:.4f}" in text and "not enabled" in text
+        browser.screenshot(tmp_path / "cycle-report.png")
+
+        port = free_port()
+        server = start_mlflow_ui(cfg.tracking_uri, port, tmp_path / "mlflow.log")
+        try:
+            url = (f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}/runs/{rid}"
+                   f"?{ML}")
+            browser.open(url, wait_for=["Cycle 1 report: ", cycle_report.REPORT])
+            links = browser.evaluate("Array.from(document.querySelectorAll('a'))"
+                                     ".map(a => a.href).filter(h => h.endsWith('"
+                                     f"/artifacts/{cycle_report.REPORT}'))")
+            assert links, "the run's description does not link the report"
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    print(f"cycle report browser checks: {time.perf_counter() - t0:.0f} s")

@@ -3,10 +3,12 @@
 A validation set of 60 images gives AP differences of a few points by chance alone. We resample
 the IMAGES with replacement (each drawn image brings its ground truth and both models'
 detections), recompute COCO AP of candidate and champion on the same resample with the
-project's evaluation code (``evaluate_predictions``), and take percentiles of the difference.
+project's evaluation code (``metrics.evaluate_predictions``), and take percentiles of the
+difference.
 The gate promotes only when the interval's lower end clears ``gate.min_improvement``. The same
 resamples give each class's AP drop (champion - candidate) an interval too, reported beside the
-gate's per-class non-regression check.
+gate's per-class non-regression check. ``metric_intervals`` draws the same resamples for one
+model alone (the cycle report's AP and AP50 intervals across cycles).
 
 Pure computation: no MLflow, no files. ``decide_promotion`` takes the resulting interval.
 """
@@ -21,7 +23,7 @@ import numpy as np
 
 from synthloop.artifacts import ImprovementInterval
 from synthloop.data.coco import CocoAnnotation, CocoDataset, CocoImage
-from synthloop.gating.predictions import HasDetections, ImageDetections, as_detections
+from synthloop.metrics import Detections, ImageDetections, as_detections, evaluate_predictions
 
 
 def resample_indices(num_images: int, *, resamples: int, seed: int) -> np.ndarray:
@@ -56,7 +58,7 @@ def _resampled_predictions(by_image: dict[int, ImageDetections], ds: CocoDataset
     return out
 
 
-def _index(predictions: Sequence[HasDetections], ds: CocoDataset) -> dict[int, ImageDetections]:
+def _index(predictions: Sequence[Detections], ds: CocoDataset) -> dict[int, ImageDetections]:
     known = {im.id for im in ds.images}
     by_image = {p.image_id: p for p in as_detections(predictions)}
     unknown = sorted(set(by_image) - known)
@@ -65,8 +67,8 @@ def _index(predictions: Sequence[HasDetections], ds: CocoDataset) -> dict[int, I
     return by_image
 
 
-def paired_bootstrap(ds: CocoDataset, candidate: Sequence[HasDetections],
-                     champion: Sequence[HasDetections], *, metric: str = "AP",
+def paired_bootstrap(ds: CocoDataset, candidate: Sequence[Detections],
+                     champion: Sequence[Detections], *, metric: str = "AP",
                      resamples: int = 200, confidence: float = 0.9, seed: int = 0
                      ) -> tuple[ImprovementInterval, np.ndarray]:
     """Interval of ``metric``(candidate) - ``metric``(champion) over image resamples of ``ds``.
@@ -76,8 +78,6 @@ def paired_bootstrap(ds: CocoDataset, candidate: Sequence[HasDetections],
     each class's AP drop, ``class_drops``) and the (resamples, 2) array of [candidate, champion]
     metric values per resample (for plots and tests).
     """
-    from synthloop.detection.evaluation import evaluate_predictions
-
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
     if not 0.0 < confidence < 1.0:
@@ -121,5 +121,36 @@ def _class_drop_intervals(names: list[str], per_class: np.ndarray, tail: float
         drop = drop[np.isfinite(drop)]
         if drop.size:
             lo, hi = np.percentile(drop, [tail, 100.0 - tail])
+            out[name] = (float(lo), float(hi))
+    return out
+
+
+def metric_intervals(ds: CocoDataset, predictions: Sequence[Detections], *,
+                     metrics: Sequence[str] = ("AP", "AP50"), resamples: int = 200,
+                     confidence: float = 0.9, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """One model's percentile interval of each of ``metrics`` over image resamples of ``ds``.
+
+    The resamples are the gate's (same ``seed`` -> same draws as ``paired_bootstrap``); one
+    without any box is left out (no AP is defined there). ``predictions``: per-image detections
+    on ``ds`` (boxes [x1, y1, x2, y2] pixels). Returns name -> (lower, upper); a metric that no
+    resample could score is left out.
+    """
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    by_image = _index(predictions, ds)
+    values = np.full((resamples, len(metrics)), np.nan)
+    for b, picks in enumerate(resample_indices(len(ds.images), resamples=resamples, seed=seed)):
+        gt = _resampled_ground_truth(ds, picks)
+        if any(not a.iscrowd for a in gt.annotations):
+            got = evaluate_predictions(gt, _resampled_predictions(by_image, ds, picks))
+            values[b] = [got.get(m, np.nan) for m in metrics]
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    out = {}
+    for j, name in enumerate(metrics):
+        column = values[:, j][np.isfinite(values[:, j])]
+        if column.size:
+            lo, hi = np.percentile(column, [tail, 100.0 - tail])
             out[name] = (float(lo), float(hi))
     return out
