@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,16 +39,11 @@ from people_support import image_bytes, register_tiny_models  # noqa: E402
 from synthloop import tracking  # noqa: E402
 from synthloop.config import load_config  # noqa: E402
 from synthloop.serve import loadcheck  # noqa: E402
+from tests_support import free_port  # noqa: E402
 
 CONFIG = ROOT / "pipelines" / "demo.yaml"
 CLIENTS = (1, 4, 16)
 POLL_S = 0.2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate, *, seconds: float, what: str, every: float = 0.02) -> None:

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from synthloop import tracking
 from synthloop.artifacts import EvalResult, ModelRef
 from synthloop.data.coco import CocoAnnotation, CocoDataset, CocoImage, categories_for
-from synthloop.detection.evaluation import evaluate_predictions
+from synthloop.metrics import evaluate_predictions
 from synthloop.gating.predictions import ImageDetections, predictions_path, save_predictions
 from synthloop.gating.registry import register_version
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tests_support import free_port
+
 
 def register_tiny_models(cfg, folder: Path, count: int = 2) -> list[str]:
     """``count`` small from-scratch detectors as registry versions with val_AP 0.1, 0.2, ...
@@ -62,14 +64,6 @@ def make_pool(cfg, count: int = 4, width: int = 96, height: int = 72) -> Path:
     CocoDataset(images, [], categories_for(list(cfg.class_names)), folder / "images").save(
         folder / "annotations.json")
     return folder
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def chromium_screenshot(url: str, out: Path, *, cookies: dict[str, str], wait_s: float = 10.0,

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,20 +21,7 @@ from typing import Iterator
 
 import yaml
 
-from tests_support import DEMO_CONFIG, ROOT
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            socks.append(sock)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+from tests_support import DEMO_CONFIG, ROOT, free_ports
 
 
 @contextlib.contextmanager
@@ -107,9 +93,11 @@ def synthloop(*args: str, env: dict | None = None, check: bool = True) -> str:
     return proc.stdout
 
 
-def mirrored_camera_images(ws: Path, camera: Path, n: int, *, vertical: bool = False) -> None:
-    """``n`` validation renders, mirrored (``vertical``: flipped upside down) so they are new
-    pixels, not duplicates, with their boxes moved too: the simulated camera's ground truth."""
+def mirrored_camera_images(ws: Path, camera: Path, n: int, *, vertical: bool = False,
+                           rotated: bool = False) -> None:
+    """``n`` validation renders, mirrored (``vertical``: flipped upside down; ``rotated``: both,
+    a half turn) so they are new pixels, not duplicates, with their boxes moved too: the
+    simulated camera's ground truth."""
     from PIL import Image, ImageOps
 
     val = json.loads((ws / "data" / "val" / "annotations.json").read_text())
@@ -118,13 +106,16 @@ def mirrored_camera_images(ws: Path, camera: Path, n: int, *, vertical: bool = F
     for im in val["images"][:n]:
         src = ws / "data" / "val" / "images" / im["file_name"]
         name = f"cam_{im['id']}.png"
-        flip = ImageOps.flip if vertical else ImageOps.mirror
+        flip = (lambda img: ImageOps.flip(ImageOps.mirror(img))) if rotated else (
+            ImageOps.flip if vertical else ImageOps.mirror)
         flip(Image.open(src).convert("RGB")).save(camera / name)
         images.append({**im, "file_name": name})
         for a in val["annotations"]:
             if a["image_id"] == im["id"]:
                 x, y, w, h = a["bbox"]
-                box = [x, im["height"] - y - h, w, h] if vertical else [im["width"] - x - w, y, w, h]
+                box = ([im["width"] - x - w, im["height"] - y - h, w, h] if rotated else
+                       [x, im["height"] - y - h, w, h] if vertical else
+                       [im["width"] - x - w, y, w, h])
                 anns.append({**a, "bbox": box})
     (camera / "annotations.json").write_text(json.dumps(
         {"images": images, "annotations": anns, "categories": val["categories"]}))

@@ -1,9 +1,29 @@
 """Paths shared by tests (importable because pytest puts tests/ on sys.path via rootdir conftest)."""
 
+import socket
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "pipelines" / "demo.yaml"
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports free right now (all bound at once, then released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def free_port() -> int:
+    """A loopback port free right now (for a server a test starts)."""
+    return free_ports(1)[0]
 
 
 def write_toy_pipeline(folder: Path, *, sizes: tuple[int, int, int] = (16, 10, 5),

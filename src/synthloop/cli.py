@@ -1,11 +1,12 @@
 """The ``synthloop`` command line. Each command loads a pipeline YAML and calls stages.
 
-Config precedence: the YAML < ``--overlay`` files < ``--set key.sub=value`` flags.
+Config precedence: the YAML < ``--overlay`` files < ``SYNTHLOOP_*`` environment variables
+(``SYNTHLOOP_TRACKING__URI=...``: ``__`` nests) < ``--set key.sub=value`` flags.
+The shared options live in cli_options.py; the sub-CLIs (cli_*.py) import that, never this.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -15,55 +16,20 @@ from typing import Optional
 import click
 import typer
 
+from synthloop.cli_options import ConfigOpt, OverlayOpt, SetOpt, WorkspaceOpt, load_or_exit
+from synthloop.log_setup import setup_logging
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="synthloop: CAD renders + deep active learning for industrial detectors.")
-
-CONFIG_HELP = "Pipeline YAML (pipelines/*.yaml)."
-SET_HELP = "Override a config value, e.g. --set active.k=25 (repeatable)."
-OVERLAY_HELP = "Site overlay YAML merged over the pipeline file (repeatable)."
-
-
-def _load(config: Path, overlay: list[Path], overrides: list[str], workspace: Path | None):
-    from synthloop.config import ConfigError, load_config
-
-    if workspace is not None:
-        overrides = [*overrides, f"workspace={workspace}"]
-    try:
-        cfg = load_config(config, overlays=overlay, overrides=overrides)
-        if cfg.runtime.device.startswith("cuda"):  # a missing GPU stops here, before any work
-            from synthloop.detection.device import resolve_device
-
-            resolve_device(cfg.runtime.device)
-        return cfg
-    except ConfigError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
-
-
-def _logging(verbose: bool) -> None:
-    # Our own handler on the package logger: Prefect (in flows/) reconfigures the root logger.
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                                           datefmt="%H:%M:%S"))
-    pkg = logging.getLogger("synthloop")
-    pkg.handlers[:] = [handler]
-    pkg.setLevel(logging.DEBUG if verbose else logging.INFO)
-    pkg.propagate = False
-    for noisy in ("alembic", "mlflow", "urllib3", "botocore", "dvc", "filelock", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-ConfigOpt = typer.Option(Path("pipelines/demo.yaml"), "--config", "-c", help=CONFIG_HELP)
-SetOpt = typer.Option([], "--set", help=SET_HELP)
-OverlayOpt = typer.Option([], "--overlay", help=OVERLAY_HELP)
-WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (overrides the YAML).")
+                  help="synthloop: CAD renders + deep active learning for industrial detectors. "
+                  "Config: the YAML < --overlay < SYNTHLOOP_* environment variables "
+                  "(SYNTHLOOP_TRACKING__URI=...: '__' nests, values parsed like --set) < --set.")
 
 
 @app.command()
 def demo(config: Path = ConfigOpt, cycles: Optional[int] = typer.Option(
              None, help="DAL cycles to run (default: active.cycles of the config)."),
          workspace: Optional[Path] = WorkspaceOpt, overlay: list[Path] = OverlayOpt,
-         set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+         set_: list[str] = SetOpt,
          verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
     """Run the whole pipeline: render -> pretrain M0 -> DAL cycles with the promotion gate.
 
@@ -71,31 +37,17 @@ def demo(config: Path = ConfigOpt, cycles: Optional[int] = typer.Option(
     """
     from synthloop.stages.pipeline import run_pipeline
 
-    _logging(verbose)
-    cfg = _load(config, overlay, set_, workspace)
+    setup_logging(verbose)
+    cfg = load_or_exit(config, overlay, set_, workspace)
     t0 = time.perf_counter()
     rows = run_pipeline(cfg, cycles=cycles)
     print_report(cfg, rows, time.perf_counter() - t0)
 
 
 def print_report(cfg, rows, seconds: float) -> None:
-    from synthloop import tracking
-    from synthloop.stages.pipeline import champion_summary, format_table
+    from synthloop.stages.pipeline import run_report
 
-    typer.echo("")
-    if cfg.proxy_real:
-        typer.echo("NOTE: pool and validation images are a rendered PROXY of real photos "
-                   "(other materials, backgrounds, lighting, sensor noise); bring real photos "
-                   "for real figures.")
-    typer.echo(format_table(rows))
-    champ = champion_summary(cfg)
-    if champ:
-        typer.echo(f"\nchampion: {cfg.registered_model_name} v{champ['version']} "
-                   f"(val AP {champ['AP']:.3f}, AP50 {champ['AP50']:.3f})")
-    typer.echo(f"wall time: {seconds / 60:.1f} min")
-    typer.echo(f"look at the runs:  mlflow ui --backend-store-uri {cfg.tracking_uri}")
-    typer.echo(f"                   then open {tracking.runs_url(cfg)}")
-    typer.echo(f"dataset versions:  git -C {cfg.workspace} log --oneline --decorate")
+    typer.echo(run_report(cfg, rows, seconds))
 
 
 @app.command()
@@ -110,10 +62,10 @@ def render(domain: str = typer.Argument("synthetic", help="synthetic | pool | va
     if domain not in ("synthetic", "pool", "val"):
         typer.secho(f"error: unknown domain {domain!r}; known: synthetic, pool, val", fg="red", err=True)
         raise typer.Exit(2)
-    _logging(False)
+    setup_logging(False)
     if num_images is not None:
         set_ = [*set_, f"{domain}.num_images={num_images}"]
-    cfg = _load(config, overlay, set_, workspace)
+    cfg = load_or_exit(config, overlay, set_, workspace)
     t0 = time.perf_counter()
     ref = render_stage.run(cfg, domain)
     dt = time.perf_counter() - t0
@@ -129,8 +81,8 @@ def cycle(config: Path = ConfigOpt, cycles: int = typer.Option(1, help="How many
     from synthloop.stages.pipeline import run_pipeline
     from synthloop.stages.workspace import Workspace
 
-    _logging(False)
-    cfg = _load(config, overlay, set_, workspace)
+    setup_logging(False)
+    cfg = load_or_exit(config, overlay, set_, workspace)
     done = 0
     while Workspace.of(cfg).cycle_dir(done + 1).joinpath("gate.json").exists():
         done += 1
@@ -152,10 +104,10 @@ def experiment(config: Path = ConfigOpt,
     go to <workspace>/experiments/<scale>/ (results.json, table.md shaped like the paper's
     Table A1, fig6.png, fig8.png). Reruns skip finished runs.
     """
-    from synthloop.experiments.harness import Harness
+    from synthloop.stages.experiment import Harness
 
-    _logging(verbose)
-    cfg = _load(config, overlay, set_, workspace)
+    setup_logging(verbose)
+    cfg = load_or_exit(config, overlay, set_, workspace)
     try:
         harness = Harness(cfg, scale=scale)
     except ValueError as exc:

@@ -12,27 +12,8 @@ from typing import Optional
 
 import typer
 
-# The same options as cli.py's (defined here too: cli.py imports this module at its end).
-ConfigOpt = typer.Option(Path("pipelines/demo.yaml"), "--config", "-c",
-                         help="Pipeline YAML (pipelines/*.yaml).")
-SetOpt = typer.Option([], "--set", help="Override a config value, e.g. --set active.k=25 "
-                                        "(repeatable).")
-OverlayOpt = typer.Option([], "--overlay", help="Site overlay YAML merged over the pipeline "
-                                                "file (repeatable).")
-WorkspaceOpt = typer.Option(None, "--workspace", "-w",
-                            help="Workspace folder (overrides the YAML).")
-
-
-def _load(config, overlay, overrides, workspace):
-    from synthloop.cli import _load as load
-
-    return load(config, overlay, overrides, workspace)
-
-
-def _logging(verbose: bool) -> None:
-    from synthloop.cli import _logging as setup
-
-    setup(verbose)
+from synthloop.cli_options import ConfigOpt, OverlayOpt, SetOpt, WorkspaceOpt, load_or_exit
+from synthloop.log_setup import setup_logging
 
 
 def lineage(version: str = typer.Argument(..., help="Registry version number, or an alias "
@@ -46,7 +27,7 @@ def lineage(version: str = typer.Argument(..., help="Registry version number, or
     from synthloop import lineage as lin
     from synthloop import tracking
 
-    cfg = _load(config, overlay, set_, workspace)
+    cfg = load_or_exit(config, overlay, set_, workspace)
     tracking.setup(cfg)
     steps = lin.trace(MlflowClient(), cfg.registered_model_name, version)
     if as_json:
@@ -63,8 +44,8 @@ def drift(config: Path = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
     """Check new pool images for drift and say whether a cycle should start (no cycle runs)."""
     from synthloop.stages import ingest, monitor
 
-    _logging(False)
-    cfg = _load(config, overlay, set_, workspace)
+    setup_logging(False)
+    cfg = load_or_exit(config, overlay, set_, workspace)
     ingested = ingest.run(cfg).to_dict() if ingest_first and cfg.ingest.source else None
     record = monitor.check(cfg, ingest_result=ingested)
     d = record["drift"]
@@ -95,8 +76,8 @@ def gate(version: str = typer.Argument(..., help="Candidate registry version (or
     from synthloop.gating.registry import apply_decision
     from synthloop.stages.gate import decide
 
-    _logging(False)
-    cfg = _load(config, overlay, set_, workspace)
+    setup_logging(False)
+    cfg = load_or_exit(config, overlay, set_, workspace)
     tracking.setup(cfg)
     client = MlflowClient()
     name = cfg.registered_model_name
@@ -135,8 +116,8 @@ def ingest_cmd(source: Optional[str] = typer.Option(None, help="Folder or s3://b
 
     from synthloop.stages import ingest
 
-    _logging(False)
-    cfg = _load(config, overlay, set_, workspace)
+    setup_logging(False)
+    cfg = load_or_exit(config, overlay, set_, workspace)
     api_url = os.environ.get("PREFECT_API_URL")
     if emit and not api_url:
         raise ValueError("--emit needs PREFECT_API_URL (the Prefect server's API, e.g. "
@@ -165,8 +146,8 @@ def next_cycle(config: Path = ConfigOpt, workspace: Optional[Path] = WorkspaceOp
     """Run one more DAL cycle under the workspace's cycle lock (skipped if another runs)."""
     from synthloop.stages.monitor import run_next_cycle
 
-    _logging(False)
-    cfg = _load(config, overlay, set_, workspace)
+    setup_logging(False)
+    cfg = load_or_exit(config, overlay, set_, workspace)
     typer.echo(json.dumps(run_next_cycle(cfg, trigger=trigger, wait_s=wait, progress=True),
                           indent=2, default=str))
 

@@ -9,7 +9,8 @@ from typing import NoReturn, Optional
 
 import typer
 
-DEFAULT_CONFIG = Path("pipelines/demo.yaml")
+from synthloop.cli_options import DEFAULT_CONFIG, load_or_exit
+from synthloop.log_setup import setup_logging
 
 
 def _fail(message: str) -> NoReturn:
@@ -21,11 +22,9 @@ def _registry_config(config: Optional[Path], overlay: list[Path], set_: list[str
                      workspace: Optional[Path], needs_registry: bool):
     """The pipeline config when given, or the default pipeline's when the model is in its
     registry; None for a checkpoint file without --config."""
-    from synthloop.cli import _load
-
     if config is None and needs_registry and DEFAULT_CONFIG.is_file():
         config = DEFAULT_CONFIG
-    return None if config is None else _load(config, overlay, set_, workspace)
+    return None if config is None else load_or_exit(config, overlay, set_, workspace)
 
 
 def evaluate(
@@ -62,7 +61,6 @@ def evaluate(
     """COCO AP, AP50, AP75 and per-class AP of a model on a labelled photo folder, with a PR
     plot and detections drawn over the ground truth (no pipeline workspace needed for the data).
     """
-    from synthloop.cli import _logging
     from synthloop.stages.evaluate import (
         evaluate_folder,
         format_table,
@@ -71,7 +69,7 @@ def evaluate(
     )
     from synthloop.stages.model_source import load_model_under_test, spec_needs_registry
 
-    _logging(False)
+    setup_logging(False)
     try:
         labelled = load_labelled_folder(data, fmt=fmt,
                                         unlabelled_as_background=unlabelled_as_background)

@@ -90,17 +90,19 @@ def init(name: Optional[str] = typer.Option(None, "--name", help="Pipeline name 
         problems.append(f"--labels {labels[0]}: format must be yolo or coco")
     if assembly not in ("one-part", "per-solid"):
         problems.append(f"--assembly {assembly}: one-part or per-solid")
-    if scene not in ("floating", "workbench"):
-        problems.append(f"--scene {scene}: floating or workbench")
+    from synthloop.synthesis.blender.scenes import scene_names
+
+    if scene not in scene_names():
+        problems.append(f"--scene {scene}: one of {', '.join(scene_names())}")
     bad_units = [u for u in units.values() if u not in ("auto", "mm", "cm", "m", "inch")]
     if bad_units:
         problems.append(f"--unit {bad_units[0]}: one of mm, cm, m, inch, auto")
     if problems:
         typer.secho(f"error: {'; '.join(problems)}", fg="red", err=True)
         raise typer.Exit(2)
-    from synthloop.cli import _logging
+    from synthloop.log_setup import setup_logging
 
-    _logging(False)  # the render's own lines: part sizes in metres, progress
+    setup_logging(False)  # the render's own lines: part sizes in metres, progress
     opts = InitOptions(name=name, cad=list(cad), out=out, photos=photos, labels=labels,
                        val_fraction=val_fraction, units=units, assembly=assembly, scene=scene,
                        class_map=mapping, previews=previews, overrides=list(set_), seed=seed)

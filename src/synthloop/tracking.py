@@ -19,12 +19,12 @@ import mlflow
 from mlflow import MlflowClient
 
 from synthloop import __version__
-from synthloop.config import PipelineConfig
+from synthloop.config import DetectorConfig, PipelineConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
-PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "numpy==2.4.6", "pillow",
-                    "pandas==2.3.3", f"synthloop=={__version__}"]  # synthloop: from a wheelhouse,
-# see docker/README.md (`mlflow models serve` without --env-manager local installs these)
+# What the logged pyfunc imports besides its backend's distributions (serve/pyfunc.py and
+# serve/decode.py: DataFrames in and out, images decoded with Pillow into numpy).
+PYFUNC_DISTRIBUTIONS = ("numpy", "pillow", "pandas")
 # The process that opened (or reopened) a run: pid, host, the process's start (a reused pid has
 # another) and when it opened the run (UNIX seconds).
 PID_TAG = "synthloop.pid"
@@ -100,6 +100,39 @@ def runs_url(cfg: PipelineConfig, base: str = "http://127.0.0.1:5000") -> str:
     return f"{base.rstrip('/')}/#/{where}?workflowType=machine_learning"
 
 
+def installed_pin(distribution: str) -> str:
+    """``name==version`` of the installed ``distribution``. A local label (``2.14.1+cpu``) is
+    dropped: ``==2.14.1`` accepts every build of that release, from PyPI or a vendor index."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version(distribution)
+    except PackageNotFoundError:
+        raise PackageNotFoundError(f"{distribution} is needed by the logged model but is not "
+                                   "installed here: its version cannot be recorded") from None
+    return f"{distribution}=={found.split('+')[0]}"
+
+
+def model_requirements(detector: DetectorConfig) -> list[str]:
+    """pip requirements of a logged model of ``detector``, pinned at the installed versions:
+    its backend's distributions (``DetectorBackend.requirements``: torch and torchvision; mmdet
+    adds mmengine, mmcv and mmdet), the pyfunc's own, and synthloop at its version (from a
+    wheelhouse, see docker/README.md; `mlflow models serve` without --env-manager local
+    installs these)."""
+    from synthloop.detection.backends import get_backend
+
+    backend = get_backend(detector.backend).requirements(detector)
+    names = dict.fromkeys([*backend, *PYFUNC_DISTRIBUTIONS])  # in order, once each
+    return [installed_pin(n) for n in names] + [f"synthloop=={__version__}"]
+
+
+def checkpoint_requirements(checkpoint: Path) -> list[str]:
+    """``model_requirements`` of the detector saved in ``checkpoint`` (its config only is read)."""
+    from synthloop.detection.checkpoint import read_detector_config
+
+    return model_requirements(read_detector_config(checkpoint))
+
+
 def log_detector(checkpoint: Path, *, name: str = "model",
                  export_files: dict[str, Path] | None = None) -> str:
     """Log ``checkpoint`` as a pyfunc model in the active run; return its model URI.
@@ -110,9 +143,12 @@ def log_detector(checkpoint: Path, *, name: str = "model",
 
     artifacts = {"checkpoint": str(checkpoint)}
     artifacts.update({f"scorer_{k}": str(v) for k, v in (export_files or {}).items()})
+    from synthloop import faults
+
+    faults.pause("tracking.log_model")  # trained and evaluated; nothing uploaded yet
     info = mlflow.pyfunc.log_model(name=name, python_model=DetectorPyfunc(),
                                    artifacts=artifacts,
-                                   pip_requirements=PIP_REQUIREMENTS,
+                                   pip_requirements=checkpoint_requirements(checkpoint),
                                    signature=detector_signature())
     return info.model_uri
 
@@ -161,15 +197,15 @@ def exported_or_torch(model_uri: str, model, *, runtime: str, use: bool = True):
     import logging
     import tempfile
 
-    from synthloop.detection.backends import backend_of
+    from synthloop.detection.backends import backend_of, get_backend
     from synthloop.detection.export import describe, load_exported
 
     log = logging.getLogger(__name__)
     if not use:
         log.info("scoring with torch: export.use is false")
         return model, "torch"
-    if backend_of(model) != "torchvision":
-        log.info("scoring with torch: only torchvision detectors are exported")
+    if not get_backend(backend_of(model)).exportable:
+        log.info("scoring with torch: %s detectors are not exported", backend_of(model))
         return model, "torch"
     param = next(model.parameters(), None)
     if param is not None and param.device.type != "cpu":

@@ -13,7 +13,8 @@ from mlflow import MlflowClient
 from test_demo_pipeline import toy_config
 
 from synthloop.config import load_config
-from synthloop.experiments.harness import Harness, grid
+from synthloop.experiments.grid import grid
+from synthloop.stages.experiment import Harness
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.render]
 

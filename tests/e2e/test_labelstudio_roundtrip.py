@@ -24,7 +24,8 @@ from synthloop.config import load_config
 from synthloop.stages import label
 from synthloop.stages.label_human import export_batch, export_folder, import_answers
 from synthloop.stages.workspace import Workspace, write_record
-from people_support import chromium_screenshot, free_port, make_pool, register_tiny_models
+from people_support import chromium_screenshot, make_pool, register_tiny_models
+from tests_support import free_port
 from tests_support import DEMO_CONFIG, ROOT
 
 LS_VENV = Path(os.environ.get("SYNTHLOOP_LABELSTUDIO_VENV", ROOT / ".venv-labelstudio"))

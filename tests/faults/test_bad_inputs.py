@@ -302,7 +302,7 @@ def test_bad_label_imports_import_nothing(tmp_path, manifest, what, edit, expect
 # ------------------------------------------------------------------------------------ config
 @pytest.mark.parametrize("what, text, expected", [
     ("YAML typo (a tab-indented, unclosed mapping)", "name: demo\nactive: {k: 3\n", "not valid YAML"),
-    ("unknown key (a misspelt 'strategy')", None, "active.stratgy: Extra inputs are not permitted"),
+    ("unknown key (a misspelt 'strategy')", None, "stratgy: Extra inputs are not permitted"),
     ("wrong type (k: three)", None, "active.k: Input should be a valid integer"),
     ("impossible range (hdri_strength min > max)", None, "min"),
     ("impossible value (k: 0)", None, "active.k: Input should be greater than or equal to 1"),

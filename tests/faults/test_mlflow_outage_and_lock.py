@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,16 +23,11 @@ from pathlib import Path
 import pytest
 
 from fault_support import ROOT, champion_is_gated, cli_env, run_cli, toy_config
+from tests_support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.render, pytest.mark.e2e,
               # ~5 min alone on 2 cores; 3x that when other jobs hold the CPUs
               pytest.mark.timeout(2400)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

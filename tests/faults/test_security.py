@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from tests_support import free_port
 
 
 class _Payload:
@@ -29,7 +30,7 @@ class _Payload:
 def test_a_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path, report):
     import torch
 
-    from synthloop.detection.checkpoint import load_checkpoint, read_checkpoint
+    from synthloop.detection import load_checkpoint, read_checkpoint
 
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
@@ -43,12 +44,6 @@ def test_a_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path, 
     report("security: a checkpoint carrying pickled code (os.system in __reduce__)",
            "refused by torch.load(weights_only=True) with UnpicklingError; the code never ran",
            "n/a")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ registry aliases, tags, nested gate run and its artifacts over HTTP."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,9 @@ from gate_support import detections, register, val_set
 from synthloop.config import load_config
 from synthloop.stages import gate
 from synthloop.versioning.dvc_repo import dataset_md5
-from tests_support import DEMO_CONFIG
+from tests_support import DEMO_CONFIG, free_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,8 @@ def test_simulated_oracle_picks_only_labelable_images_and_the_cycle_completes(tm
         _, row = pipeline.run_cycle(cfg, 1, previous=model,
                                     data={"pool": pool_ref(cfg), "val": pool_ref(cfg)},
                                     runner=stand_in_runner(calls), progress=False)
-    assert calls == ["score", "query", "log-query-batch", "label", "finetune", "gate"]
+    assert calls == ["score", "query", "log-query-batch", "label", "finetune", "gate",
+                     "label-cost", "cycle-report"]
     batch = QueryBatch.from_dict(json.loads(
         (Workspace.of(cfg).cycle_dir(1) / "query.json").read_text()))
     assert len(batch.image_ids) == 3 and set(batch.image_ids) <= set(range(1, RENDERED + 1))
@@ -94,6 +95,11 @@ def test_simulated_oracle_picks_only_labelable_images_and_the_cycle_completes(tm
     assert "labeling.fallback_oracle" in caplog.text  # says what to set
     run = MlflowClient().get_run(pipeline.cycle_run_id(cfg, 1))
     assert run.data.metrics["query_excluded"] == float(INGESTED)
+    # the simulated oracle's cost: the cost model, one box an image: 3 x (5 s + 7 s)
+    rec = json.loads((Workspace.of(cfg).cycle_dir(1) / "label.json").read_text())
+    assert rec["cost"]["source"] == "model" and rec["cost"]["seconds"] == pytest.approx(36.0)
+    assert run.data.metrics["label_seconds"] == pytest.approx(36.0)
+    assert run.data.tags["label.cost_source"] == "model"
 
 
 def test_a_batch_recorded_before_routing_is_chosen_again(tmp_path, caplog):
@@ -138,6 +144,8 @@ def test_a_mixed_pool_routes_each_image_to_an_oracle_that_can_label_it(tmp_path)
     for n, t in enumerate(tasks):  # people accept the first pre-annotation of each image
         t["annotations"] = [{"id": n + 1, "was_cancelled": False,
                              "result": t["predictions"][0]["result"][:1]}]
+        if n % 2 == 0:  # Label Studio timed every other one
+            t["annotations"][0]["lead_time"] = 10.0 + n
     (tmp_path / "done.json").write_text(json.dumps(tasks))
     import_answers(cfg, 1, tmp_path / "done.json")
 
@@ -149,3 +157,9 @@ def test_a_mixed_pool_routes_each_image_to_an_oracle_that_can_label_it(tmp_path)
     assert {a.image_id for a in labeled.annotations} == set(batch.image_ids)
     rec = json.loads((Workspace.of(cfg).cycle_dir(1) / "label.json").read_text())
     assert rec["routes"] == {"simulated": len(simulated), "labelstudio": len(people)}
+    # cost: lead times where Label Studio gave them; the model elsewhere (5 s an image, 7 s a
+    # new box; 1 s for the accepted pre-annotation and each one deleted)
+    timed = sum(10.0 + n for n in range(0, len(tasks), 2))
+    untimed = sum(5.0 + len(t["predictions"][0]["result"]) for n, t in enumerate(tasks) if n % 2)
+    assert rec["cost"]["source"] == "mixed" and rec["cost"]["images_timed"] == (len(tasks) + 1) // 2
+    assert rec["cost"]["seconds"] == pytest.approx(timed + untimed + 12.0 * len(simulated))

@@ -9,7 +9,6 @@ together without training a model.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 
@@ -17,15 +16,9 @@ import pytest
 
 from synthloop.flows_server import api_post, prefect_exe, start_server
 from synthloop.gating.cycle_lock import cycle_lock, read_requests
-from tests_support import DEMO_CONFIG, ROOT
+from tests_support import DEMO_CONFIG, ROOT, free_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ two-process Gloo group on the CPU."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,7 @@ from synthloop.config import DetectorConfig, load_config
 from synthloop.scaleout import dask_map, local_map, render_domain_mapped, score_jobs, score_pool
 from synthloop.scaleout.ddp import env_from_torchrun, process_group, shard_indices, unwrap, wrap_model
 from people_support import make_pool
-from tests_support import DEMO_CONFIG, ROOT
+from tests_support import DEMO_CONFIG, ROOT, free_port
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +102,7 @@ def test_shards_cover_every_index_with_equal_counts():
 @pytest.mark.slow
 def test_two_gloo_processes_average_gradients(tmp_path):
     """What torchrun does, by hand: two processes, RANK/WORLD_SIZE/MASTER_* set, Gloo on CPU."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent("""
         import sys, torch

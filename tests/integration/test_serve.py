@@ -4,7 +4,6 @@ swap while clients keep sending requests (none may fail)."""
 from __future__ import annotations
 
 import base64
-import socket
 import threading
 import time
 
@@ -14,16 +13,10 @@ from mlflow import MlflowClient
 
 from synthloop.config import load_config
 from people_support import image_bytes, register_tiny_models
-from tests_support import DEMO_CONFIG
+from tests_support import DEMO_CONFIG, free_port
 
 uvicorn = pytest.importorskip("uvicorn")
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def jpeg(width: int = 80, height: int = 60, fmt: str = "JPEG", noise: bool = True) -> bytes:

@@ -152,7 +152,7 @@ def test_rotation_folds_pool_and_val_photos_in_memory(tmp_path):
 
 
 def test_harness_seeds_the_fine_tuning_and_sizes_its_budget(tmp_path):
-    from synthloop.experiments.harness import Harness
+    from synthloop.stages.experiment import Harness
 
     cfg = load_config(write_toy_pipeline(tmp_path, update={"experiment": {
         "scales": {"t": {"finetune_epochs": 2, "min_steps": 3}}}}))
@@ -164,7 +164,7 @@ def test_harness_seeds_the_fine_tuning_and_sizes_its_budget(tmp_path):
 
 
 def test_warm_up_takes_at_most_a_fifth_of_a_run(tmp_path):
-    from synthloop.experiments.harness import Harness
+    from synthloop.stages.experiment import Harness
 
     cfg = load_config(write_toy_pipeline(tmp_path, update={
         "pretrain": {"warmup_steps": 30, "batch_size": 4},
@@ -187,7 +187,7 @@ def test_a_scale_can_leave_the_multi_cycle_runs_out():
 def test_an_r_run_starts_from_heads_drawn_from_its_seed_alone(tmp_path):
     import torch
 
-    from synthloop.experiments.harness import Harness
+    from synthloop.stages.experiment import Harness
 
     cfg = load_config(write_toy_pipeline(tmp_path))
     harness = Harness(cfg, scale="toy", progress=False)

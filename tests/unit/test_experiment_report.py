@@ -10,7 +10,7 @@ import pytest
 
 from synthloop.config import ExperimentConfig, MultiCycleConfig
 from synthloop.experiments.analysis import analyse
-from synthloop.experiments.harness import RunSpec, grid
+from synthloop.experiments.grid import RunSpec, grid
 from synthloop.experiments.report import mean_se, table_markdown, write_report
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -277,7 +278,8 @@ def test_unknown_strategy_lists_known_ones():
 def test_bad_parameters_are_value_errors():
     with pytest.raises(ValueError, match="aggregation"):
         get_strategy("margin", aggregation="median")
-    with pytest.raises(ValueError, match="bad parameters"):
+    with pytest.raises(ValueError, match="strategy 'random': bad parameter beta: unknown "
+                                         "parameter; known: none"):
         get_strategy("random", beta=2)
     with pytest.raises(ValueError, match="beta"):
         get_strategy("dbal", beta=0.5)
@@ -299,6 +301,23 @@ def test_features_required_by_dbal_and_coreset():
     for name in ("dbal", "coreset"):
         with pytest.raises(ValueError, match="features"):
             get_strategy(name).select([1, 2], [NONE, NONE], None, k=1, rng_seed=0)
+
+
+def test_config_takes_the_parameters_the_registered_strategies_declare():
+    from synthloop.config import ConfigError, load_config
+
+    demo = Path(__file__).resolve().parents[2] / "pipelines" / "demo.yaml"
+    cfg = load_config(demo, environ={"SYNTHLOOP_ACTIVE__BETA": "3"},
+                      overrides=["active.aggregation=max"])
+    assert cfg.active.strategy_params() == {"aggregation": "max", "beta": 3.0, "n_init": 1}
+    assert cfg.active.strategy_params("random") == {} and cfg.active.beta == 3.0
+    with pytest.raises(ConfigError, match=r"bet: Extra inputs are not permitted .*parameters of "
+                                          r"the query strategies: aggregation, beta, n_init"):
+        load_config(demo, overrides=["active.bet=3"])
+    with pytest.raises(ConfigError, match="'active.bet' is not a config key"):
+        load_config(demo, environ={"SYNTHLOOP_ACTIVE__BET": "3"})
+    with pytest.raises(ConfigError, match="strategy 'dbal': bad parameter beta"):
+        load_config(demo, overrides=["active.strategy=random", "active.beta=0.5"])
 
 
 def test_strategy_from_config():

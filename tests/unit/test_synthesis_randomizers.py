@@ -9,7 +9,7 @@ import pytest
 from synthloop.config import DomainConfig, IntRange, PartSpec, Range
 from synthloop.synthesis.assets import Assets
 from synthloop.synthesis.blender.presets import kelvin_to_rgb
-from synthloop.synthesis.plan import SCENE_PRESETS, get_scene_preset, plan_scenes, stream
+from synthloop.synthesis.plan import get_scene_preset, plan_scenes, scene_presets, stream
 from synthloop.synthesis.randomizers import RANDOMIZERS, Context, get_randomizer
 
 PARTS = [PartSpec(name="a", procedural="turbine_blade"),
@@ -49,7 +49,7 @@ def test_each_randomizer_is_deterministic_and_seeded(name):
 
 
 def test_every_preset_randomizer_is_registered():
-    for preset in SCENE_PRESETS.values():
+    for preset in scene_presets().values():
         for _, name in preset:
             assert name in RANDOMIZERS and RANDOMIZERS[name].__doc__
     with pytest.raises(ValueError, match="unknown randomizer 'wind'.*camera_orbit"):

@@ -1,49 +1,47 @@
-"""Query strategies, chosen by name: ``get_strategy("dbal", beta=2.0).select(...)``."""
+"""Query strategies, chosen by name: ``get_strategy("dbal", beta=2.0).select(...)``.
+
+Every module of this package is imported here, so a strategy in a new module registers itself
+(``@register_strategy``, active/registry.py): adding one is one file. The built-in modules come
+first, in the order of the report's columns.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from typing import Any, Protocol
 
-from synthloop.active.base import Selection, Strategy, new_label_ids
-from synthloop.active.coreset import CoresetStrategy
-from synthloop.active.dbal import DBALStrategy
+from synthloop.active.base import NoParams, Selection, Strategy, new_label_ids
+from synthloop.active.registry import (STRATEGIES, check_params, declared_params, get_strategy,
+                                       register_strategy, shared_params, strategy_class,
+                                       strategy_names)
+
+# isort: off  (registration order = the report's column order)
 from synthloop.active.random_sampling import RandomStrategy
-from synthloop.active.uncertainty import (EntropyStrategy, LeastConfidenceStrategy,
-                                          MarginStrategy)
+from synthloop.active.uncertainty import (MarginStrategy, EntropyStrategy,
+                                          LeastConfidenceStrategy)
+from synthloop.active.dbal import DBALStrategy
+from synthloop.active.coreset import CoresetStrategy
+# isort: on
 
-if TYPE_CHECKING:
-    from synthloop.config import ActiveConfig
-
-STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls
-    for cls in (RandomStrategy, MarginStrategy, EntropyStrategy, LeastConfidenceStrategy,
-                DBALStrategy, CoresetStrategy)
-}
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
-def get_strategy(name: str, **params: object) -> Strategy:
-    """Build the strategy called ``name``; unknown names or parameters raise ValueError."""
-    try:
-        cls = STRATEGIES[name]
-    except KeyError:
-        raise ValueError(f"unknown query strategy {name!r}; known: "
-                         f"{', '.join(sorted(STRATEGIES))}") from None
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise ValueError(f"strategy {name!r}: bad parameters {sorted(params)} ({exc})") from None
+class _ActiveSettings(Protocol):  # config.ActiveConfig, without importing config
+    strategy: str
+    params: Mapping[str, Any]
 
 
-def strategy_from_config(cfg: "ActiveConfig") -> Strategy:
-    """The strategy an ``ActiveConfig`` names, given only the settings it takes."""
-    params: dict[str, object] = {}
-    if cfg.strategy in ("margin", "entropy", "least_confidence", "dbal"):
-        params["aggregation"] = cfg.aggregation
-    if cfg.strategy == "dbal":
-        params["beta"] = cfg.beta
-    return get_strategy(cfg.strategy, **params)
+def strategy_from_config(cfg: _ActiveSettings) -> Strategy:
+    """The strategy an ``ActiveConfig`` names, with the parameters under ``active:`` that it
+    declares."""
+    return get_strategy(cfg.strategy, **shared_params(cfg.params, [cfg.strategy])[cfg.strategy])
 
 
 __all__ = ["STRATEGIES", "CoresetStrategy", "DBALStrategy", "EntropyStrategy",
-           "LeastConfidenceStrategy", "MarginStrategy", "RandomStrategy", "Selection",
-           "Strategy", "get_strategy", "new_label_ids", "strategy_from_config"]
+           "LeastConfidenceStrategy", "MarginStrategy", "NoParams", "RandomStrategy", "Selection",
+           "Strategy", "check_params", "declared_params", "get_strategy", "new_label_ids",
+           "register_strategy", "shared_params", "strategy_class", "strategy_from_config",
+           "strategy_names"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 Aggregation = Literal["sum", "max", "mean"]
 AGGREGATIONS: tuple[str, ...] = ("sum", "max", "mean")
@@ -93,12 +94,31 @@ def _check_features(features: np.ndarray | None, n: int) -> np.ndarray:
     return feats
 
 
+class NoParams(BaseModel):
+    """A strategy's parameters: its constructor's keyword arguments, checked by pydantic.
+    Subclass it to declare some; unknown keys are errors (config validation uses the same)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AggregationParams(NoParams):
+    aggregation: Aggregation = "sum"  # box -> image: sum (paper eq. 2), max or mean
+
+
 class Strategy(ABC):
-    """Choose k images from the candidates. Subclasses implement ``_choose`` on clean inputs."""
+    """Choose k images from the candidates. Subclasses implement ``_choose`` on clean inputs,
+    set ``name`` and, when the constructor takes parameters, ``Params`` (their pydantic model);
+    ``@register_strategy`` (active/registry.py) makes the name known everywhere."""
 
     name: ClassVar[str]
+    Params: ClassVar[type[NoParams]] = NoParams
     needs_probs: ClassVar[bool] = False
     needs_features: ClassVar[bool] = False
+
+    @classmethod
+    def needs_model(cls) -> bool:
+        """Whether choosing needs a detector's scores (an R run of the grid has none)."""
+        return cls.needs_probs or cls.needs_features
 
     def params(self) -> dict[str, object]:
         """Constructor parameters, for the query record."""
@@ -151,6 +171,7 @@ class ScoredStrategy(Strategy):
     """
 
     needs_probs = True
+    Params = AggregationParams
 
     def __init__(self, *, aggregation: Aggregation = "sum") -> None:
         if aggregation not in AGGREGATIONS:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from synthloop.active.base import Strategy
+from synthloop.active.registry import register_strategy
 
 
+@register_strategy
 class CoresetStrategy(Strategy):
     """Repeatedly take the candidate farthest (Euclidean) from every centre so far.
 

@@ -17,16 +17,26 @@ import math
 import warnings
 
 import numpy as np
-from synthloop.active.base import Aggregation, Strategy, rank_desc
+from pydantic import Field
+
+from synthloop.active.base import Aggregation, AggregationParams, Strategy, rank_desc
+from synthloop.active.registry import register_strategy
 from synthloop.active.uncertainty import MarginStrategy
 
 
+class DBALParams(AggregationParams):
+    beta: float = Field(default=2.0, ge=1.0)  # prefilter: the top ceil(beta * k) by margin
+    n_init: int = Field(default=1, ge=1)  # k-means restarts
+
+
+@register_strategy
 class DBALStrategy(Strategy):
     """DBAL over margin scores; ``beta`` >= 1 sets the prefilter size, ``n_init`` k-means runs."""
 
     name = "dbal"
     needs_probs = True
     needs_features = True
+    Params = DBALParams
 
     def __init__(self, *, beta: float = 2.0, aggregation: Aggregation = "sum",
                  n_init: int = 1) -> None:

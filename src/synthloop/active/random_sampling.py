@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from synthloop.active.base import Strategy
+from synthloop.active.registry import register_strategy
 
 
+@register_strategy
 class RandomStrategy(Strategy):
     """Shuffle the candidates with ``numpy.random.default_rng(rng_seed)`` and take the first k.
 

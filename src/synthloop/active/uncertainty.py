@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from synthloop.active.base import ScoredStrategy
+from synthloop.active.registry import register_strategy
 
 
+@register_strategy
 class MarginStrategy(ScoredStrategy):
     """Maximum margin (paper eq. 1): s = 1 - (p1 - p2), the two most probable classes,
     background included. With the default ``aggregation="sum"`` this is the paper's margin-sum."""
@@ -25,6 +27,7 @@ class MarginStrategy(ScoredStrategy):
         return 1.0 - (top2[:, 1] - top2[:, 0])
 
 
+@register_strategy
 class EntropyStrategy(ScoredStrategy):
     """Shannon entropy of the class distribution (nats), background included."""
 
@@ -36,6 +39,7 @@ class EntropyStrategy(ScoredStrategy):
         return np.maximum(-(probs * np.log(p)).sum(axis=1), 0.0)
 
 
+@register_strategy
 class LeastConfidenceStrategy(ScoredStrategy):
     """Least confidence: s = 1 - p1, the most probable class's probability."""
 

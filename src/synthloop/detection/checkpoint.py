@@ -1,5 +1,8 @@
 """Detector checkpoints: the state_dict plus the ``DetectorConfig`` that rebuilds the model.
 
+File I/O only: rebuilding the model from a checkpoint is ``backends.load_checkpoint``'s (it
+knows the backends; this module imports none of them).
+
 Files are written atomically and read with ``torch.load(weights_only=True)``: a checkpoint holds
 tensors, numbers, strings, lists and dicts only, never pickled code.
 """
@@ -54,26 +57,23 @@ def read_checkpoint(source: Path | str) -> dict[str, Any]:
     return ckpt
 
 
-def load_checkpoint(path: Path | str, *, device: torch.device | str | None = None) -> nn.Module:
-    """Rebuild the detector saved by ``save_checkpoint`` and load its weights (eval mode), on
-    ``device`` (``detection.device.resolve_device``'s result; None: the CPU).
-
-    The model's ``checkpoint_extra`` attribute holds the saved ``extra`` dict.
-    """
-    from synthloop.detection.backends import build_detector
-
-    ckpt = read_checkpoint(path)
+def rebuild_configs(ckpt: dict[str, Any], source: Path | str = "<checkpoint>"
+                    ) -> tuple[DetectorConfig, DetectorConfig]:
+    """(the config to build the model with before loading ``ckpt``'s weights, the saved config
+    the model carries after). ``backends.load_checkpoint`` does both."""
     if "detector" not in ckpt or "num_classes" not in ckpt:
-        raise ValueError(f"{path} lacks the detector config; was it written by save_checkpoint?")
+        raise ValueError(f"{source} lacks the detector config; was it written by save_checkpoint?")
     # The weights come from this file: do not follow the path the model was first built from.
     # Nor the backbone's first weights; but build its BatchNorm as it was trained (frozen or not).
     saved = DetectorConfig.model_validate(ckpt["detector"])
-    cfg = saved.model_copy(update={"weights": None, "backbone_weights": None,
-                                   "frozen_bn": saved.resolved_frozen_bn()})
-    model = build_detector(cfg=cfg, num_classes=int(ckpt["num_classes"]))
-    model.load_state_dict(ckpt["model"])
-    model.detector_cfg = DetectorConfig.model_validate(ckpt["detector"])
-    model.checkpoint_extra = ckpt.get("extra", {})
-    if device is not None:
-        model.to(device)
-    return model.eval()
+    build = saved.model_copy(update={"weights": None, "backbone_weights": None,
+                                     "frozen_bn": saved.resolved_frozen_bn()})
+    return build, saved
+
+
+def read_detector_config(path: Path | str) -> DetectorConfig:
+    """The ``DetectorConfig`` saved in a checkpoint file, without reading its weights (mmap)."""
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(ckpt, dict) or "detector" not in ckpt:
+        raise ValueError(f"{path} lacks the detector config; was it written by save_checkpoint?")
+    return DetectorConfig.model_validate(ckpt["detector"])

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from synthloop.data.coco import CocoDataset
-from synthloop.detection.evaluation import Detections
+from synthloop.metrics import Detections, coco_eval, coco_rows
 
 GT_COLOUR = (40, 220, 60)  # green: ground truth
 DET_COLOUR = (255, 40, 200)  # magenta: detections (with class and score)
@@ -36,18 +36,6 @@ class ClassCurve:
     ap75: float
 
 
-def _coco_rows(predictions: Sequence[Detections]) -> list[dict[str, Any]]:
-    rows = []
-    for pred in predictions:
-        boxes = np.asarray(pred.boxes, np.float64).reshape(-1, 4)
-        for (x1, y1, x2, y2), label, score in zip(boxes, np.asarray(pred.labels),
-                                                   np.asarray(pred.scores)):
-            rows.append({"image_id": int(pred.image_id), "category_id": int(label),
-                         "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
-                         "score": float(score)})
-    return rows
-
-
 def _mean_valid(values: np.ndarray) -> float:
     valid = values[values > -1]
     return float(valid.mean()) if valid.size else -1.0
@@ -55,24 +43,18 @@ def _mean_valid(values: np.ndarray) -> float:
 
 def pr_curves(ds: CocoDataset, predictions: Sequence[Detections]) -> list[ClassCurve]:
     """Per-category PR curves of ``predictions`` against ``ds`` (categories in id order)."""
-    from faster_coco_eval import COCO, COCOeval_faster
-
     recall = np.linspace(0.0, 1.0, 101)
-    rows = _coco_rows(predictions)
+    rows = coco_rows(predictions)
     cats = sorted(ds.categories, key=lambda c: c["id"])
     with_gt = {a.category_id for a in ds.annotations if not a.iscrowd}
     if not rows:  # nothing detected: precision 0 where there is ground truth
         zeros = np.zeros_like(recall)
         empty = {c["id"]: 0.0 if c["id"] in with_gt else -1.0 for c in cats}
         return [ClassCurve(c["name"], recall, zeros, zeros, *(3 * [empty[c["id"]]])) for c in cats]
-    quiet = lambda *args, **kwargs: None  # noqa: E731
-    gt = COCO(ds.to_dict(), print_function=quiet)
-    coco_eval = COCOeval_faster(gt, gt.loadRes(rows), iouType="bbox", print_function=quiet)
-    coco_eval.evaluate()
-    coco_eval.accumulate()
+    result = coco_eval(ds, rows)
     # (IoU thresholds .50:.05:.95, recall points, categories, area ranges, max dets)
-    precision = np.asarray(coco_eval.eval["precision"])[:, :, :, 0, -1]
-    column = {int(cat_id): k for k, cat_id in enumerate(coco_eval.params.catIds)}
+    precision = np.asarray(result.eval["precision"])[:, :, :, 0, -1]
+    column = {int(cat_id): k for k, cat_id in enumerate(result.params.catIds)}
     curves = []
     for c in cats:
         k = column[int(c["id"])]

@@ -58,7 +58,8 @@ class LiteFPNBackbone(nn.Module):
 
 def build_efficientnet_lite(cfg: DetectorConfig, num_classes: int, kwargs: dict[str, Any]
                             ) -> FasterRCNN:
-    """The detector for ``cfg.architecture`` = efficientnet_lite{0,1,2}_fpn.
+    """The detector for ``cfg.architecture`` = efficientnet_lite{0,1,2}_fpn (registered in
+    ``registry.ARCHITECTURES``).
 
     ``cfg.backbone_weights`` ("imagenet" or a file) loads ImageNet weights into the backbone;
     ``weights: DEFAULT`` means the same here (no COCO detector weights exist for this

@@ -339,7 +339,32 @@ def build_mmdet_detector(*, cfg: DetectorConfig, num_classes: int) -> MMDetDetec
     _quiet_init_weights(detector)
     model = MMDetDetector(detector, cfg=cfg, num_classes=num_classes, model_cfg=spec)
     if cfg.weights not in (None, "DEFAULT"):
+        BACKEND.load_weights(model, cfg.weights, num_classes=num_classes)
+    return model
+
+
+class MMDetBackend:
+    """The mmdet backend (``registry.BACKENDS["mmdet"]``): the architecture is
+    ``cfg.mmdet_config``, built by mmdet's own registry. Not exportable (detection/export.py
+    knows torchvision's layers only)."""
+
+    name = "mmdet"
+    exportable = False
+
+    def build(self, *, cfg: DetectorConfig, num_classes: int) -> MMDetDetector:
+        return build_mmdet_detector(cfg=cfg, num_classes=num_classes)
+
+    def load_weights(self, model: nn.Module, source: str | Path, *, num_classes: int) -> None:
         from synthloop.detection.mmdet_weights import load_weights_into
 
-        load_weights_into(model, cfg.weights)
-    return model
+        load_weights_into(model, source)  # a predictor for another class count starts fresh
+
+    def open_scorer(self, model: nn.Module):
+        """``MMDetDetector.forward_with_features``: results and P2 from one forward."""
+        return model.forward_with_features, lambda: None
+
+    def requirements(self, cfg: DetectorConfig) -> tuple[str, ...]:
+        return ("torch", "torchvision", "mmengine", "mmcv", "mmdet")
+
+
+BACKEND = MMDetBackend()

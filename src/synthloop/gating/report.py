@@ -11,26 +11,18 @@ import numpy as np
 
 from synthloop.artifacts import ClassDrop, ImprovementInterval
 from synthloop.data.coco import CocoDataset
-from synthloop.gating.predictions import HasDetections, as_detections
+from synthloop.metrics import Detections, coco_eval, coco_rows
 
 
-def pr_curve(ds: CocoDataset, predictions: Sequence[HasDetections], *, iou: float = 0.5
+def pr_curve(ds: CocoDataset, predictions: Sequence[Detections], *, iou: float = 0.5
              ) -> tuple[np.ndarray, np.ndarray]:
     """(recall (101,), precision (101,)) at IoU ``iou``, all areas, 100 detections, averaged
     over categories with ground truth (COCO's interpolated precision; -1 entries dropped)."""
-    from faster_coco_eval import COCO, COCOeval_faster
-
     recall = np.linspace(0.0, 1.0, 101)
-    rows = [{"image_id": int(p.image_id), "category_id": int(c), "score": float(s),
-             "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]}
-            for p in as_detections(predictions) for b, c, s in zip(p.boxes, p.labels, p.scores)]
+    rows = coco_rows(predictions)
     if not rows:
         return recall, np.zeros_like(recall)
-    quiet = lambda *args, **kwargs: None  # noqa: E731
-    gt = COCO(ds.to_dict(), print_function=quiet)
-    ev = COCOeval_faster(gt, gt.loadRes(rows), iouType="bbox", print_function=quiet)
-    ev.evaluate()
-    ev.accumulate()
+    ev = coco_eval(ds, rows)
     t = int(np.argmin(np.abs(ev.params.iouThrs - iou)))
     prec = ev.eval["precision"][t, :, :, 0, -1]  # (101 recall points, categories)
     prec = np.where(prec < 0, np.nan, prec)
@@ -39,8 +31,8 @@ def pr_curve(ds: CocoDataset, predictions: Sequence[HasDetections], *, iou: floa
     return recall, np.nan_to_num(mean, nan=0.0)
 
 
-def gate_figure(path: Path, ds: CocoDataset | None, candidate: Sequence[HasDetections] | None,
-                champion: Sequence[HasDetections] | None, *, labels: tuple[str, str],
+def gate_figure(path: Path, ds: CocoDataset | None, candidate: Sequence[Detections] | None,
+                champion: Sequence[Detections] | None, *, labels: tuple[str, str],
                 interval: ImprovementInterval | None = None,
                 samples: np.ndarray | None = None, min_improvement: float = 0.0,
                 class_drops: Sequence[ClassDrop] = (), max_class_drop: float | None = None,

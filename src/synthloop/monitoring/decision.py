@@ -1,8 +1,9 @@
 """Pure decisions of the monitor: did the data drift, and should a cycle start?
 
 ``decide_drift`` turns measured scores and thresholds into a ``DriftDecision``;
-``decide_trigger`` turns pool growth, drift and the champion's monitored metric into a
-``TriggerDecision`` (the event the monitor flow emits). Neither touches files or services.
+``decide_trigger`` asks the registered triggers (monitoring/triggers.py: pool growth, drift,
+the champion's monitored metric, ...) and gives a ``TriggerDecision`` (the event the monitor
+flow emits). Neither touches files or services.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from synthloop.config import TriggerConfig
+# the built-in events, re-exported for callers of the decision
+from synthloop.monitoring.triggers import (EVENT_DRIFT, EVENT_METRIC, EVENT_POOL,  # noqa: F401
+                                          Measurements, triggers)
 
 Direction = Literal["above", "below"]
 
@@ -78,10 +82,7 @@ def decide_drift(checks: tuple[DriftCheck, ...] | list[DriftCheck], *, n_referen
                          n_current)
 
 
-EVENT_POOL = "synthloop.pool.grew"
-EVENT_DRIFT = "synthloop.drift.detected"
-EVENT_METRIC = "synthloop.champion.degraded"
-EVENT_CAD = "synthloop.cad.changed"
+EVENT_CAD = "synthloop.cad.changed"  # emitted by the monitor flow; not a cycle trigger
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class TriggerDecision:
 
     fire: bool
     event: str | None
-    trigger: str | None  # short name recorded by the cycle lock: drift | metric-drop | pool-grew
+    trigger: str | None  # the trigger's name, recorded by the cycle lock: drift | pool-grew | ...
     reasons: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,22 +101,14 @@ class TriggerDecision:
 def decide_trigger(*, pool_growth: int, drift: DriftDecision | None,
                    champion_confidence: float | None, reference_confidence: float | None,
                    cfg: TriggerConfig) -> TriggerDecision:
-    """Drift beats a metric drop beats pool growth (the event carries the strongest reason)."""
-    fired: list[tuple[str, str, str]] = []
-    if cfg.on_drift and drift is not None and drift.drifted:
-        fired.append((EVENT_DRIFT, "drift", drift.reason))
-    if champion_confidence is not None and reference_confidence is not None:
-        drop = reference_confidence - champion_confidence
-        if drop >= cfg.confidence_drop:
-            fired.append((EVENT_METRIC, "metric-drop",
-                          f"champion mean top score fell {reference_confidence:.3f} -> "
-                          f"{champion_confidence:.3f} (drop {drop:.3f} >= {cfg.confidence_drop})"))
-    if pool_growth >= cfg.pool_growth_min:
-        fired.append((EVENT_POOL, "pool-grew", f"pool grew by {pool_growth} images "
-                                               f"(>= {cfg.pool_growth_min})"))
+    """Ask every registered trigger (monitoring/triggers.py); the strongest that fires (drift
+    beats a metric drop beats pool growth) names the event, all that fire give reasons."""
+    measured = Measurements(pool_growth, drift, champion_confidence, reference_confidence)
+    section = cfg.model_extra or {}
+    verdicts = [(t, *t.check(measured, t.settings(section))) for t in triggers()]
+    fired = [(t, why) for t, fires, why in verdicts if fires]
     if not fired:
-        return TriggerDecision(False, None, None,
-                               (f"pool grew by {pool_growth} (< {cfg.pool_growth_min}), "
-                                "no drift, no metric drop",))
-    return TriggerDecision(True, fired[0][0], fired[0][1], tuple(r for _, _, r in fired))
+        return TriggerDecision(False, None, None, (", ".join(why for _, _, why in verdicts),))
+    return TriggerDecision(True, fired[0][0].event, fired[0][0].name,
+                           tuple(why for _, why in fired))
 

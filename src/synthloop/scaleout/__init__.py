@@ -16,47 +16,13 @@ Prefect. Multi-GPU training: ``synthloop.scaleout.ddp`` (torchrun).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
-Mapper = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
+from synthloop.scaleout.mapping import Mapper, dask_map, local_map
+from synthloop.scaleout.scoring import ScoreJob, score_chunk, score_jobs, score_pool
 
 __all__ = ["Mapper", "local_map", "dask_map", "render_domain_mapped", "ScoreJob", "score_jobs",
            "score_chunk", "score_pool"]
-
-
-def local_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-    """The in-process mapper: ``[fn(x) for x in items]``."""
-    return [fn(item) for item in items]
-
-
-@contextmanager
-def dask_map(*, address: str | None = None, n_workers: int = 2, threads_per_worker: int = 1
-             ) -> Iterator[Mapper]:
-    """A mapper on Dask: a local cluster of ``n_workers`` processes (loopback only, no
-    dashboard), or the scheduler at ``address``. Results come back in item order; the first
-    failed item raises here."""
-    from distributed import Client, LocalCluster
-
-    cluster = None
-    if address:
-        client = Client(address)
-    else:
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                               processes=True, host="127.0.0.1", dashboard_address=None)
-        client = Client(cluster)
-
-    def mapper(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-        if not items:
-            return []
-        return client.gather(client.map(fn, list(items), pure=False))
-
-    try:
-        yield mapper
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def render_domain_mapped(domain: Any, parts: list[Any], class_names: list[str], out_dir: Any, *,
@@ -76,6 +42,3 @@ def render_domain_mapped(domain: Any, parts: list[Any], class_names: list[str], 
     results = map_fn(render_shard, jobs)
     return merge_shards(results, class_names=class_names, out_dir=out_dir,
                         num_images=domain.num_images)
-
-
-from synthloop.scaleout.scoring import ScoreJob, score_chunk, score_jobs, score_pool  # noqa: E402

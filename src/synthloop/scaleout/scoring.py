@@ -85,6 +85,6 @@ def score_chunk(job: ScoreJob) -> list[Any]:
 
 def score_pool(jobs: list[ScoreJob], *, map_fn: Callable[..., list[Any]] | None = None) -> list[Any]:
     """Map ``score_chunk`` over ``jobs`` (``local_map`` by default) and flatten in order."""
-    from synthloop.scaleout import local_map
+    from synthloop.scaleout.mapping import local_map
 
     return [s for chunk in (map_fn or local_map)(score_chunk, jobs) for s in chunk]

@@ -21,7 +21,7 @@ import yaml
 
 from synthloop.data.coco import CocoDataset, CocoImage
 from synthloop.data.importers import IMAGE_SUFFIXES, DatasetImportError, apply_class_map
-from synthloop.gating.predictions import ImageDetections
+from synthloop.metrics import ImageDetections
 from synthloop.stages.model_source import ModelUnderTest
 
 FORMATS = ("auto", "yolo", "coco")

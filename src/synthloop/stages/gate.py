@@ -91,7 +91,7 @@ def current_val(cfg: PipelineConfig, val_md5: str):
 
 def reevaluate(cfg: PipelineConfig, run_id: str, model_uri: str, val_md5: str) -> dict[str, float]:
     """A model's COCO metrics on the CURRENT validation set (predictions cached for the gate)."""
-    from synthloop.detection import evaluate_predictions
+    from synthloop.metrics import evaluate_predictions
 
     ds = current_val(cfg, val_md5)
     return evaluate_predictions(ds, val_predictions(cfg, run_id, model_uri, val_md5))

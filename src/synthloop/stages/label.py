@@ -6,6 +6,10 @@ strict import adds it here instead (``stages/label_human.py``). A mixed pool (si
 with ``labeling.fallback_oracle``) does both in one cycle: the batch records which oracle labels
 each image (``QueryBatch.routes``, stages/label_routing.py); the simulated part waits with the
 rest until people's answers are imported, then both are committed together.
+
+The record (``state/cycle_<t>/label.json``) holds ``cost``: the annotator seconds of the new
+labels and their source (Label Studio lead times or the ``labeling.cost`` model;
+stages/label_cost.py).
 """
 
 from __future__ import annotations
@@ -17,20 +21,15 @@ from synthloop import faults
 from synthloop.artifacts import DatasetRef, QueryBatch
 from synthloop.config import PipelineConfig
 from synthloop.data.coco import CocoDataset, categories_for
-from synthloop.io_utils import copy_if_missing
-from synthloop.stages.label_routing import (SIMULATED, oracle_routing, restrict,
+from synthloop.data.label_cost import LabelCost, combine
+from synthloop.stages.label_cost import simulated_cost
+from synthloop.stages.label_routing import (SIMULATED, labeled_ids, oracle_routing, restrict,
                                             unlabelable_message)
-from synthloop.stages.render import ANNOTATIONS, dataset_ref
+from synthloop.stages.render import ANNOTATIONS, copy_images, dataset_ref
 from synthloop.stages.workspace import Workspace, read_record, write_record
 from synthloop.versioning.remote import commit_and_push
 
 log = logging.getLogger(__name__)
-
-
-def labeled_ids(cfg: PipelineConfig) -> set[int]:
-    """Ids (pool image ids) of the images labelled so far."""
-    path = Workspace.of(cfg).dataset_dir("labeled") / ANNOTATIONS
-    return {im.id for im in CocoDataset.load(path).images} if path.exists() else set()
 
 
 def simulated_oracle(cfg: PipelineConfig, image_ids: list[int]) -> CocoDataset:
@@ -78,21 +77,23 @@ def run(cfg: PipelineConfig, *, cycle: int, batch: QueryBatch) -> DatasetRef:
     routes = routes_of(cfg, batch, [i for i in batch.image_ids if i not in have], cycle=cycle)
     parts: list[CocoDataset] = []
     human: dict = {}
+    costs: list[LabelCost] = []
     if routes.get(SIMULATED):
         parts.append(simulated_oracle(cfg, routes[SIMULATED]))
+        costs.append(simulated_cost(cfg, parts[-1], routes[SIMULATED]))
     people = [i for name, ids in routes.items() if name != SIMULATED for i in ids]
     if people:  # export and stop (LabelsPending) until `synthloop label import` brought answers
         from synthloop.stages.label_human import human_answers
 
         answers, human = human_answers(cfg, cycle, restrict(batch, people))
         parts.append(answers)  # skipped images are not in the answers: they stay in the pool
+        if human.get("cost"):
+            costs.append(LabelCost.from_dict(human["cost"]))
     new = [im.id for p in parts for im in p.images if im.id not in have]
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
-    for answers in parts:
-        for im in answers.images:
-            copy_if_missing(answers.image_path(im), images / im.file_name)
-            faults.point("label.mid_write")  # some images copied, annotations not yet written
+    for answers in parts:  # a fault point after each image: annotations not yet written
+        copy_images(answers, images, after_each=lambda: faults.point("label.mid_write"))
     old = CocoDataset.load(folder / ANNOTATIONS) if have else None
     for answers in parts:
         old = union(old, answers.with_image_root(images))
@@ -100,12 +101,15 @@ def run(cfg: PipelineConfig, *, cycle: int, batch: QueryBatch) -> DatasetRef:
     labeled.save(folder / ANNOTATIONS)
     data_md5 = commit_and_push(cfg, f"cycle {cycle}: +{len(new)} labels "
                                f"({len(labeled.images)} in total)", tag=f"cycle-{cycle}")
+    cost = combine(costs)
     write_record(record_path, {"new": new, "total": len(labeled.images), "data_md5": data_md5,
                                "oracle": cfg.labeling.oracle,
-                               "routes": {k: len(v) for k, v in routes.items()}, **human})
-    log.info("label (cycle %d): +%d images (%s; %d labelled in total), data version %s", cycle,
-             len(new), ", ".join(f"{k}: {len(v)}" for k, v in routes.items()) or "none",
-             len(labeled.images), data_md5)
+                               "routes": {k: len(v) for k, v in routes.items()}, **human,
+                               "cost": cost.to_dict()})
+    log.info("label (cycle %d): +%d images (%s; %d labelled in total), data version %s; "
+             "%.1f annotator minutes (%s)", cycle, len(new),
+             ", ".join(f"{k}: {len(v)}" for k, v in routes.items()) or "none",
+             len(labeled.images), data_md5, cost.minutes, cost.source)
     return dataset_ref("labeled", folder)
 
 

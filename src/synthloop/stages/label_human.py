@@ -28,7 +28,7 @@ from synthloop.config import PipelineConfig
 from synthloop.data.coco import CocoDataset, CocoImage, categories_for
 from synthloop.data.label_export import TOOLS, ExportManifest, Preannotation, write_export
 from synthloop.data.label_import import load_import, preannotation_savings
-from synthloop.stages.label_routing import SIMULATED, restrict
+from synthloop.stages.label_routing import SIMULATED, labeled_ids, restrict
 from synthloop.stages.render import ANNOTATIONS
 from synthloop.stages.workspace import Workspace, read_record, write_record
 
@@ -92,8 +92,6 @@ def export_batch(cfg: PipelineConfig, cycle: int, batch: QueryBatch | None = Non
 
     Idempotent: an existing export for the same tool is returned as it is (``force`` redoes it).
     """
-    from synthloop.stages.label import labeled_ids
-
     tool = tool or human_tool(cfg)
     if tool not in TOOLS:
         raise ValueError(f"export for which tool? got {tool!r}; known: {', '.join(TOOLS)} "
@@ -140,6 +138,9 @@ def import_answers(cfg: PipelineConfig, cycle: int, path: Path | str, *,
     path = Path(path)
     batch = load_import(path, manifest, tool=tool)
     savings = preannotation_savings(manifest.preannotations, batch, iou=cfg.labeling.accept_iou)
+    from synthloop.stages.label_cost import human_cost
+
+    cost = human_cost(cfg, manifest, batch, path)
     answers = batch.to_coco(manifest, _pool(cfg).image_root)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     kept = folder / "returned" / f"{digest[:12]}-{path.name}"
@@ -150,7 +151,7 @@ def import_answers(cfg: PipelineConfig, cycle: int, path: Path | str, *,
               "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "returned": list(batch.returned), "skipped": list(batch.skipped),
               "pending": list(batch.pending), "boxes": len(answers.annotations),
-              "savings": savings}
+              "savings": savings, "cost": cost.to_dict()}
     write_record(state / IMPORT_RECORD, record)  # written last: the import's commit point
     log.info("label import (cycle %d): %d images back (%d boxes), %d skipped, %d pending; %s of "
              "the boxes were pre-annotations accepted unchanged", cycle, len(batch.returned),
@@ -170,7 +171,7 @@ def human_answers(cfg: PipelineConfig, cycle: int, batch: QueryBatch
         if not manifest.images:  # every chosen image was labelled before (scope U+L): no work
             empty = CocoDataset([], [], categories_for(list(cfg.class_names)), _pool(cfg).image_root)
             return empty, {"tool": manifest.tool, "skipped": [], "pending": [], "boxes": 0,
-                           "savings": None, "sha256": None}
+                           "savings": None, "sha256": None, "cost": None}
         raise LabelsPending(
             f"cycle {cycle}: {len(manifest.images)} images wait for labels in {folder} "
             f"({manifest.tool}). Label them, export the results, then run "
@@ -181,6 +182,7 @@ def human_answers(cfg: PipelineConfig, cycle: int, batch: QueryBatch
     answers = CocoDataset.load(state / ANSWERS, _pool(cfg).image_root)
     log_label_metrics(cfg, cycle, rec)
     summary = {k: rec[k] for k in ("tool", "skipped", "pending", "boxes", "savings", "sha256")}
+    summary["cost"] = rec.get("cost")  # None: imported before costs were recorded
     return answers, summary
 
 
@@ -224,7 +226,11 @@ def status(cfg: PipelineConfig) -> list[dict[str, Any]]:
                                "exported": len(manifest.images) if manifest else 0,
                                "returned": None, "skipped": None, "pending": None,
                                "labelled": len(done["new"]) if done else 0, "boxes": None,
-                               "accepted_share": None, "state": "committed" if done else "queried"}
+                               "accepted_share": None, "state": "committed" if done else "queried",
+                               "minutes": None, "cost_source": None}
+        cost = (done or {}).get("cost") or (imported or {}).get("cost")
+        if cost:  # annotator minutes: lead times or the cost model (stages/label_cost.py)
+            row.update(minutes=cost["minutes"], cost_source=cost["source"])
         if imported:
             s = imported["savings"]
             row.update(returned=len(imported["returned"]), skipped=len(imported["skipped"]),
@@ -239,8 +245,8 @@ def status(cfg: PipelineConfig) -> list[dict[str, Any]]:
 
 
 def format_status(rows: list[dict[str, Any]]) -> str:
-    """The table `synthloop label status` prints. Cost = images labelled; boxes drawn or moved
-    by hand are the boxes not accepted unchanged from the pre-annotations."""
+    """The table `synthloop label status` prints. Cost = images labelled and annotator minutes;
+    boxes drawn or moved by hand are the boxes not accepted unchanged from the pre-annotations."""
     if not rows:
         return "no query batch yet: run `synthloop cycle` first"
 
@@ -249,13 +255,16 @@ def format_status(rows: list[dict[str, Any]]) -> str:
 
     head = (f"{'cycle':>5}  {'tool':<11}  {'queried':>7}  {'exported':>8}  {'back':>4}  "
             f"{'skipped':>7}  {'pending':>7}  {'labelled':>8}  {'boxes':>5}  {'drawn':>5}  "
-            f"{'kept':>5}  state")
+            f"{'kept':>5}  {'minutes':>7}  state")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['cycle']:>5}  {r['tool']:<11}  {r['queried']:>7}  {r['exported']:>8}  "
                      f"{cell(r['returned']):>4}  {cell(r['skipped']):>7}  {cell(r['pending']):>7}  "
                      f"{r['labelled']:>8}  {cell(r['boxes']):>5}  {cell(r.get('drawn')):>5}  "
-                     f"{cell(r['accepted_share'], '{:.0%}'):>5}  {r['state']}")
+                     f"{cell(r['accepted_share'], '{:.0%}'):>5}  "
+                     f"{cell(r.get('minutes'), '{:.1f}'):>7}  {r['state']}")
     lines.append("kept = share of returned boxes that were pre-annotations accepted unchanged "
-                 "(IoU >= labeling.accept_iou); drawn = boxes drawn or moved by hand")
+                 "(IoU >= labeling.accept_iou); drawn = boxes drawn or moved by hand; minutes = "
+                 "annotator minutes (Label Studio lead times where exported, else the "
+                 "labeling.cost model)")
     return "\n".join(lines)

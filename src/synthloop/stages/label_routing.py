@@ -18,10 +18,18 @@ from dataclasses import dataclass, replace
 
 from synthloop.artifacts import QueryBatch
 from synthloop.config import PipelineConfig
+from synthloop.data.coco import CocoDataset
+from synthloop.stages.render import ANNOTATIONS
 from synthloop.stages.workspace import Workspace
 
 log = logging.getLogger(__name__)
 SIMULATED = "simulated"
+
+
+def labeled_ids(cfg: PipelineConfig) -> set[int]:
+    """Ids (pool image ids) of the images labelled so far (by any oracle)."""
+    path = Workspace.of(cfg).dataset_dir("labeled") / ANNOTATIONS
+    return {im.id for im in CocoDataset.load(path).images} if path.exists() else set()
 
 
 @dataclass(frozen=True)

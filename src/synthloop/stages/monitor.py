@@ -100,8 +100,8 @@ def check(cfg: PipelineConfig, *, ingest_result: dict[str, Any] | None = None) -
         for key, value in {"monitoring.reference": cfg.monitoring.reference,
                            "monitoring.embedding_method": cfg.monitoring.embedding_method,
                            "monitoring.stat_alpha": cfg.monitoring.stat_alpha,
-                           "trigger.pool_growth_min": cfg.trigger.pool_growth_min,
-                           "trigger.confidence_drop": cfg.trigger.confidence_drop}.items():
+                           **{f"trigger.{k}": v for k, v in cfg.trigger.model_extra.items()}
+                           }.items():  # every registered trigger's settings
             client.log_param(rid, key, value)
         client.log_metric(rid, "pool_growth", float(len(new_ids)))
         client.log_metric(rid, "trigger_fired", float(decision.fire))

@@ -18,7 +18,8 @@ from synthloop.artifacts import DatasetRef, ModelRef
 from synthloop.config import PipelineConfig
 from synthloop.gating.cycle_lock import cycle_lock
 from synthloop.gating.registry import CHAMPION, get_alias_version, tag_orphaned_versions
-from synthloop.stages import finetune, gate, label, learning_curve, pretrain, query, render, score
+from synthloop.stages import (cycle_report, finetune, gate, label, label_cost, learning_curve,
+                              pretrain, query, render, score)
 from synthloop.stages.workspace import Workspace, read_record, write_record
 from synthloop.versioning.remote import commit_and_push
 
@@ -90,8 +91,8 @@ def cycle_run_id(cfg: PipelineConfig, cycle: int) -> str:
                                     tags={"stage": "cycle", "cycle": str(cycle),
                                           **tracking.process_tags()})
     client = MlflowClient()
-    for key, value in {"strategy": a.strategy, "aggregation": a.aggregation, "k": a.k,
-                       "beta": a.beta, "scope": a.scope, "seed": a.seed + cycle}.items():
+    for key, value in {"strategy": a.strategy, **a.strategy_params(), "k": a.k,
+                       "scope": a.scope, "seed": a.seed + cycle}.items():
         client.log_param(run.info.run_id, f"active.{key}", value)
     write_record(path, {"run_id": run.info.run_id})
     return run.info.run_id
@@ -128,12 +129,16 @@ def _run_cycle(cfg: PipelineConfig, cycle: int, parent: str, *, previous: ModelR
     tracking_datasets.log_datasets(cfg, parent, {"labeled": labeled, "val": data["val"]})
     decision = runner("gate", gate.run, cfg, cycle=cycle, candidate=candidate, candidate_eval=ev,
                       parent_run_id=parent)
+    # seconds of labelling, AP gain per labelling minute, the stop rule (label_cost.json, MLflow)
+    runner("label-cost", label_cost.after_gate, cfg, cycle=cycle, parent_run_id=parent)
     tracking.setup(cfg)
     client = MlflowClient()
     client.log_metric(parent, "labels_total", float(labeled.num_images))
     client.log_metric(parent, "labels_new", float(len(batch.new_label_ids)))
     for k, v in ev.metrics.items():
         client.log_metric(parent, f"val_{k}", v)
+    # last: the page shows the run's metrics as logged (stages/cycle_report.py)
+    runner("cycle-report", cycle_report.run, cfg, cycle=cycle, parent_run_id=parent)
     client.set_terminated(parent)
     metrics = {**ev.metrics, **{k: v for k, v in candidate.metrics.items() if k.startswith("train_")}}
     return candidate, CycleSummary(cycle, labeled.num_images, len(batch.new_label_ids), metrics,
@@ -232,4 +237,24 @@ def format_table(rows: list[CycleSummary]) -> str:
                          f"{r.metrics['train_planned_steps']:.0f} planned steps, so its AP is lower "
                          f"than the recipe gives (raise max_minutes in the pipeline, or run on a "
                          f"less busy machine)")
+    return "\n".join(lines)
+
+
+def run_report(cfg: PipelineConfig, rows: list[CycleSummary], seconds: float) -> str:
+    """What a finished run prints (the CLI and flows/demo.py): the cycle table, the champion,
+    the wall time and where to look at runs and dataset versions."""
+    lines = [""]
+    if cfg.proxy_real:
+        lines.append("NOTE: pool and validation images are a rendered PROXY of real photos "
+                     "(other materials, backgrounds, lighting, sensor noise); bring real photos "
+                     "for real figures.")
+    lines.append(format_table(rows))
+    champ = champion_summary(cfg)
+    if champ:
+        lines.append(f"\nchampion: {cfg.registered_model_name} v{champ['version']} "
+                     f"(val AP {champ['AP']:.3f}, AP50 {champ['AP50']:.3f})")
+    lines += [f"wall time: {seconds / 60:.1f} min",
+              f"look at the runs:  mlflow ui --backend-store-uri {cfg.tracking_uri}",
+              f"                   then open {tracking.runs_url(cfg)}",
+              f"dataset versions:  git -C {cfg.workspace} log --oneline --decorate"]
     return "\n".join(lines)

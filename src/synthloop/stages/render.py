@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from synthloop.artifacts import DatasetRef
 from synthloop.config import ImportedDomain, PipelineConfig
@@ -116,13 +116,23 @@ def import_domain(cfg: PipelineConfig, domain: Domain, source: ImportedDomain, *
     return ref
 
 
+def copy_images(ds: CocoDataset, images: Path, *,
+                after_each: Callable[[], None] | None = None) -> Path:
+    """Copy ``ds``'s images into the folder ``images`` (made if missing), each one atomically
+    and only if missing, so a rerun after a crash copies the rest. ``after_each`` runs after
+    every image (a fault point). Returns ``images``."""
+    images.mkdir(parents=True, exist_ok=True)
+    for im in ds.images:
+        copy_if_missing(ds.image_path(im), images / im.file_name)
+        if after_each is not None:
+            after_each()
+    return images
+
+
 def ingest_pool(ws: Workspace, gt: CocoDataset) -> DatasetRef:
     """Copy pool images into data/pool (no boxes) and keep their ground truth in oracle/."""
     final = ws.dataset_dir("pool")
-    images = final / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    for im in gt.images:
-        copy_if_missing(gt.image_path(im), images / im.file_name)
+    images = copy_images(gt, final / "images")
     gt.with_image_root(images).save(ws.oracle / "pool.json")
     gt.without_annotations().with_image_root(images).save(final / ANNOTATIONS)
     return dataset_ref("pool", final)

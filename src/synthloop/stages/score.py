@@ -16,7 +16,7 @@ from synthloop import tracking
 from synthloop.artifacts import DatasetRef, ModelRef
 from synthloop.config import PipelineConfig
 from synthloop.data.coco import CocoDataset
-from synthloop.io_utils import atomic_write_bytes
+from synthloop.ragged_npz import load_ragged, save_ragged
 from synthloop.stages.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -48,35 +48,28 @@ def save_scores(path: Path, scores: list, *, scorer: str = "torch",
                 candidates: int | None = None) -> None:
     """``scorer``: what scored ("torch" | "onnx:<runtime>"); ``candidates``: how many images
     were candidates before a subset was drawn (default: as many as were scored)."""
-    import io
-
-    counts = np.array([len(s.scores) for s in scores], dtype=np.int64)
     width = scores[0].probs.shape[1] if scores and scores[0].probs.ndim == 2 else 0
-    probs = [s.probs.reshape(-1, width) for s in scores] if width else []
-    buf = io.BytesIO()
-    np.savez(buf, image_ids=np.array([s.image_id for s in scores], dtype=np.int64),
-             counts=counts, features=np.stack([s.feature for s in scores]).astype(np.float32),
-             probs=np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, width)),
-             scorer=np.array(scorer),
-             candidates=np.array(len(scores) if candidates is None else candidates))
-    atomic_write_bytes(path, buf.getvalue())
+    probs = [s.probs.reshape(-1, width).astype(np.float32) for s in scores] if width else []
+    save_ragged(path, [s.image_id for s in scores], [len(s.scores) for s in scores],
+                {"probs": probs}, empty={"probs": np.zeros((0, width), np.float32)},
+                features=np.stack([s.feature for s in scores]).astype(np.float32),
+                scorer=np.array(scorer),
+                candidates=np.array(len(scores) if candidates is None else candidates))
 
 
 def scores_meta(path: Path) -> dict[str, object]:
     """``{"scorer", "candidates", "scored"}`` of a scores file (older files: torch, all)."""
-    z = np.load(path)
-    scored = len(z["image_ids"])
-    return {"scorer": str(z["scorer"]) if "scorer" in z.files else "torch",
-            "candidates": int(z["candidates"]) if "candidates" in z.files else scored,
-            "scored": scored}
+    with np.load(path) as z:
+        scored = len(z["image_ids"])
+        return {"scorer": str(z["scorer"]) if "scorer" in z.files else "torch",
+                "candidates": int(z["candidates"]) if "candidates" in z.files else scored,
+                "scored": scored}
 
 
 def load_scores(path: Path) -> tuple[list[int], list[np.ndarray], np.ndarray]:
     """Return (image ids, per-image probs (d_i, C+1), features (n, 256))."""
-    z = np.load(path)
-    splits = np.cumsum(z["counts"])[:-1]
-    probs = np.split(z["probs"], splits) if len(z["counts"]) else []
-    return z["image_ids"].tolist(), list(probs), z["features"]
+    ids, ragged, rest = load_ragged(path, ["probs"])
+    return ids, ragged["probs"], rest["features"]
 
 
 def run(cfg: PipelineConfig, *, cycle: int, model: ModelRef, pool: DatasetRef,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthloop.synthesis.meshes import UNIT_SCALE, MeshError, check_solid, write_stl
+from synthloop.synthesis.mesh_io import UNIT_SCALE, MeshError, check_solid, write_stl
 
 CAD_EXTENSIONS = (".step", ".stp", ".iges", ".igs")
 IMPORTER_VERSION = 1

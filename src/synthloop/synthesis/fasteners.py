@@ -165,7 +165,7 @@ def fastener_file_name(kind: str, size: str) -> str:
 
 def write_fastener(kind: str, size: str, out_dir: Path | str) -> Path:
     """Write one fastener as a binary STL in millimetres into ``out_dir``; returns the path."""
-    from synthloop.synthesis.meshes import write_stl
+    from synthloop.synthesis.mesh_io import write_stl
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Part meshes on the host side: a procedural turbine blade, STL I/O and input validation.
+"""Part meshes on the host side: a procedural turbine blade, part resolution and validation.
 
 The blade needs no CAD: a cambered NACA-style airfoil, tapered and twisted along the span,
 standing on a platform and a root block. Each of the three shells is closed (every edge is
@@ -9,6 +9,7 @@ happens in the worker (it sees every format's vertices): ``unit='auto'`` treats 
 largest variant's bounding-box diagonal exceeds ``AUTO_MM_DIAGONAL`` as millimetres, other
 units scale by ``UNIT_SCALE``; the worker recentres every mesh at its bounding-box centre.
 Parametric fasteners (``cad:`` parts) come from ``synthesis/fasteners.py``, in millimetres.
+STL I/O, the closed-solid check and ``MeshError`` are in ``synthesis/mesh_io.py``.
 """
 
 from __future__ import annotations
@@ -21,16 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
+# The STL primitives live in mesh_io.py (a leaf: fasteners and cad_import use them too);
+# importing them from here keeps working.
+from synthloop.synthesis.mesh_io import UNIT_SCALE  # noqa: F401  (re-exported)
+from synthloop.synthesis.mesh_io import MeshError, check_solid, read_stl, write_stl
+
 MESH_EXTENSIONS = (".stl", ".obj", ".ply", ".glb", ".gltf")
 AUTO_MM_DIAGONAL = 10.0  # a part larger than 10 "units" across is surely not metres
-UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001, "inch": 0.0254}
 
 
 log = logging.getLogger(__name__)
-
-
-class MeshError(ValueError):
-    """A part mesh is missing, empty or of an unknown format; the message names the file."""
 
 
 # ---------------------------------------------------------------------------------- generator
@@ -117,35 +118,6 @@ def turbine_blade(*, span: float = 0.12, root_chord: float = 0.045, tip_chord: f
     return np.concatenate(all_v), np.concatenate(all_f).astype(np.int64)
 
 
-# ----------------------------------------------------------------------------------- STL I/O
-def write_stl(path: Path | str, vertices: np.ndarray, faces: np.ndarray) -> Path:
-    """Write a binary STL (little-endian, per-facet normals); returns the path."""
-    path = Path(path)
-    tri = vertices[faces].astype(np.float32)  # (F, 3, 3)
-    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-20)
-    rec = np.zeros(len(faces), dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")])
-    rec["n"], rec["v"] = normal, tri
-    header = b"synthloop procedural mesh".ljust(80, b"\0")
-    from synthloop.io_utils import atomic_write_bytes
-
-    return atomic_write_bytes(path, header + struct.pack("<I", len(faces)) + rec.tobytes())
-
-
-def read_stl(path: Path | str) -> np.ndarray:
-    """Triangles of a binary or ASCII STL: (F, 3, 3) float32 in file units."""
-    data = Path(path).read_bytes()
-    if len(data) >= 84:
-        count = struct.unpack("<I", data[80:84])[0]
-        if 84 + 50 * count == len(data):
-            rec = np.frombuffer(data, dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)),
-                                             ("attr", "<u2")], count=count, offset=84)
-            return rec["v"].copy()
-    words = data.decode("ascii", errors="replace").split()
-    coords = [float(words[i + k]) for i, w in enumerate(words) if w == "vertex" for k in (1, 2, 3)]
-    return np.array(coords, np.float32).reshape(-1, 3, 3)
-
-
 # -------------------------------------------------------------------------------- validation
 def _check_stl(path: Path, size: int) -> bool:
     with path.open("rb") as fh:
@@ -158,33 +130,6 @@ def _check_stl(path: Path, size: int) -> bool:
         raise MeshError(f"mesh {path}: not a valid binary or ASCII STL")
     check_solid(path, read_stl(path))
     return False  # STL carries no UVs
-
-
-def check_solid(path: Path, triangles: np.ndarray) -> None:
-    """A part must be a closed solid: nonzero volume, every edge shared by exactly two faces.
-
-    ``triangles``: (F, 3, 3) float in file units. A flat or zero-volume mesh renders as a
-    sliver with a degenerate box; an open (non-manifold) one breaks the physics drop and the
-    instance silhouette. STL repeats each vertex per face: they are welded first.
-    """
-    if len(triangles) == 0:
-        raise MeshError(f"mesh {path}: STL has no triangles")
-    extent = triangles.reshape(-1, 3).max(0) - triangles.reshape(-1, 3).min(0)
-    a, b, c = (triangles[:, i].astype(np.float64) for i in range(3))
-    volume = abs(float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum()) / 6.0)
-    if not np.all(np.isfinite(extent)) or volume <= 1e-9 * float(np.prod(np.maximum(extent, 1e-30))):
-        raise MeshError(f"mesh {path}: zero volume (extent {np.round(extent, 6).tolist()} "
-                        "in file units): a part must be a solid")
-    # CAD exporters write the same corner with float noise: weld on a 1e-6 * size grid
-    grid = np.round(triangles.reshape(-1, 3).astype(np.float64) / (1e-6 * float(extent.max())))
-    _, vid = np.unique(grid, axis=0, return_inverse=True)
-    tri = vid.reshape(-1, 3)
-    edges = np.sort(np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]]), axis=1)
-    _, counts = np.unique(edges, axis=0, return_counts=True)
-    bad = int((counts != 2).sum())
-    if bad:
-        raise MeshError(f"mesh {path}: not a closed solid ({bad} open or non-manifold edges "
-                        f"of {len(counts)}); repair it (e.g. Blender 3D-Print Toolbox)")
 
 
 def _check_obj(path: Path) -> bool:

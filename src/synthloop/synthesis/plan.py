@@ -3,12 +3,9 @@
 A scene preset is an ordered list of ``(key, randomizer)``; each randomizer draws from
 ``numpy.random.default_rng([domain.seed, index, crc32(name)])``, so image ``i`` is identical
 whichever shard (or rerun) renders it, and one randomizer's settings never shift another's
-draws. Presets:
-
-``floating``  the paper's scene: parts and distractors in free space, camera on a sphere,
-              HDRI lighting (plus optional point lights), a photo composited behind.
-``workbench`` parts dropped onto a table by rigid-body physics, paper sheets on the top,
-              clutter on the floor around it, a camera above with tilt.
+draws. The presets and their recipes are modules of synthesis/blender/scenes/ (``floating``:
+the paper's scene; ``workbench``: parts dropped onto a table), one file each with the worker's
+side of the preset.
 """
 
 from __future__ import annotations
@@ -20,24 +17,17 @@ import numpy as np
 from synthloop.config import DomainConfig, PartSpec
 from synthloop.synthesis.assets import Assets, resolve_assets
 from synthloop.synthesis.backgrounds import get_background_source
+from synthloop.synthesis.blender.scenes import get_scene, scene_names
 from synthloop.synthesis.randomizers import RANDOMIZERS, Context, get_randomizer
 
-SCENE_PRESETS: dict[str, tuple[tuple[str, str], ...]] = {
-    "floating": (("camera", "camera_orbit"), ("hdri", "hdri"), ("lights", "point_lights"),
-                 ("parts", "parts_floating"), ("part_materials", "part_materials"),
-                 ("distractors", "distractors_floating"),
-                 ("distractor_materials", "distractor_materials")),
-    "workbench": (("table", "table"), ("camera", "camera_overhead"), ("hdri", "hdri"),
-                  ("lights", "point_lights"), ("parts", "parts_dropped"),
-                  ("part_materials", "part_materials"), ("distractors", "clutter_floor"),
-                  ("distractor_materials", "distractor_materials")),
-}
-
-
 def get_scene_preset(name: str) -> tuple[tuple[str, str], ...]:
-    if name not in SCENE_PRESETS:
-        raise ValueError(f"unknown scene preset '{name}'; known: {sorted(SCENE_PRESETS)}")
-    return SCENE_PRESETS[name]
+    """The recipe of preset ``name`` (its module's ``RECIPE``); ValueError listing the known."""
+    return tuple(get_scene(name).RECIPE)
+
+
+def scene_presets() -> dict[str, tuple[tuple[str, str], ...]]:
+    """Every preset's recipe, by name."""
+    return {name: get_scene_preset(name) for name in scene_names()}
 
 
 def image_seed(domain_seed: int, index: int) -> list[int]:
@@ -94,5 +84,5 @@ def plan_scenes(domain: DomainConfig, parts: list[PartSpec], *, start: int = 0,
     return [plan_image(ctx, index, backgrounds) for index in range(start, start + count)]
 
 
-__all__ = ["SCENE_PRESETS", "RANDOMIZERS", "get_scene_preset", "image_seed", "plan_image",
+__all__ = ["RANDOMIZERS", "get_scene_preset", "scene_presets", "image_seed", "plan_image",
            "plan_scenes", "stream"]

@@ -15,6 +15,8 @@ import bmesh
 import numpy as np
 from mathutils import Matrix, Vector
 
+from synthloop.synthesis.blender.objects import bmesh_mesh
+
 AUTO_MM_DIAGONAL = 10.0  # same rule as synthloop.synthesis.meshes (kept bpy-side: no import)
 UNIT_SCALE = {"m": 1.0, "cm": 0.01, "mm": 0.001, "inch": 0.0254}
 _IMPORTERS = {".stl": lambda p: bpy.ops.wm.stl_import(filepath=p),
@@ -25,16 +27,14 @@ _IMPORTERS = {".stl": lambda p: bpy.ops.wm.stl_import(filepath=p),
 
 
 def _join_imported(objs, name: str) -> bpy.types.Mesh:
-    bm = bmesh.new()
-    for ob in objs:
-        me = ob.data.copy()
-        me.transform(ob.matrix_world)
-        bm.from_mesh(me)
-        bpy.data.meshes.remove(me)
-    mesh = bpy.data.meshes.new(name)
-    bm.to_mesh(mesh)
-    bm.free()
-    return mesh
+    def build(bm) -> None:
+        for ob in objs:
+            me = ob.data.copy()
+            me.transform(ob.matrix_world)
+            bm.from_mesh(me)
+            bpy.data.meshes.remove(me)
+
+    return bmesh_mesh(name, build)
 
 
 def _bounds(mesh) -> tuple[np.ndarray, np.ndarray]:
@@ -95,15 +95,6 @@ def import_distractor(path: str, index: int) -> bpy.types.Mesh:
     return mesh
 
 
-def _bm_mesh(name: str, build) -> bpy.types.Mesh:
-    bm = bmesh.new()
-    build(bm)
-    mesh = bpy.data.meshes.new(name)
-    bm.to_mesh(mesh)
-    bm.free()
-    return mesh
-
-
 def _torus(bm) -> None:
     major, minor, nu, nv = 0.35, 0.15, 24, 12
     verts = [[bm.verts.new(((major + minor * math.cos(v)) * math.cos(u),
@@ -150,7 +141,7 @@ def shipped_meshes() -> dict[str, bpy.types.Mesh]:
         "torus": _torus, "bottle": _lathe(_BOTTLE)}
     out = {}
     for name, build in builds.items():
-        mesh = _bm_mesh(f"shape_{name}", build)
+        mesh = bmesh_mesh(f"shape_{name}", build)
         mesh.materials.append(None)
         (mesh.shade_flat if name in ("cube", "plate", "box", "pack") else mesh.shade_smooth)()
         out[name] = mesh

@@ -11,6 +11,9 @@ importance map (about a second at full resolution) whenever the world changes, s
 rotating the HDRI the whole scene (camera, objects, lights: children of ``syn_root``) turns the
 other way, and instead of scaling its strength the film exposure scales the image (and point
 lights are divided by it). Both give the same image; shards come sorted by HDRI.
+
+What a scene preset adds (a table, physics, ...) comes from its module in ``scenes/``, looked
+up by the job's ``scene``: ``build`` once, ``randomize`` and ``settle`` per image.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import os
 import bpy  # isort: skip
 from mathutils import Euler, Quaternion, Vector
 
-from synthloop.synthesis.blender import imports, workbench
+from synthloop.synthesis.blender import imports, scenes
 from synthloop.synthesis.blender.materials import MaterialLibrary, assign
+from synthloop.synthesis.blender.objects import mesh_object
 from synthloop.synthesis.blender.presets import (DISTRACTOR_INDEX_BASE, PART_INDEX_BASE,
                                                  QUALITY)
 
@@ -120,11 +124,7 @@ def setup_world(scene, job: dict) -> dict:
 
 
 def _slot_object(name: str, mesh, scene, root) -> bpy.types.Object:
-    ob = bpy.data.objects.new(name, mesh)
-    scene.collection.objects.link(ob)
-    ob.parent = root
-    ob.material_slots[0].link = "OBJECT"
-    ob.rotation_mode = "QUATERNION"
+    ob = mesh_object(name, mesh, scene, root)
     ob.hide_render = True
     return ob
 
@@ -170,8 +170,8 @@ def build(job: dict, tmp_dir: str) -> dict:
          "dis_slots": [_slot_object(f"distractor_{i}", shapes["cube"], scene, root)
                        for i in range(n_dis)],
          "light_slots": [_light_slot(i, scene, root) for i in range(n_lights)]}
-    if job.get("scene") == "workbench":
-        h["workbench"] = workbench.build(scene, shapes, plans, root)
+    h["preset"] = scenes.get_scene(job.get("scene") or scenes.DEFAULT)
+    h["preset_state"] = h["preset"].build(scene, shapes, plans, root)
     return h
 
 
@@ -225,7 +225,8 @@ def _apply_lighting(h: dict, plan: dict) -> None:
 def apply(h: dict, plan: dict) -> list[bool]:
     """Mutate the scene to match one image plan (see ``synthloop.synthesis.plan``).
 
-    Returns per part whether it is in the scene (workbench: False if it fell off the table).
+    Returns per part whether it is in the scene (the preset's ``settle``: a workbench part that
+    fell off the table is not).
     """
     _apply_camera(h["camera"], plan["camera"])
     _apply_lighting(h, plan)
@@ -245,7 +246,6 @@ def apply(h: dict, plan: dict) -> list[bool]:
         else:
             ob.hide_render = True
     h["scene"].cycles.seed = plan["seed"]
-    if "workbench" not in h:
-        return [True] * len(plan["parts"])
-    workbench.apply(h["workbench"], plan["table"], h["materials"])
-    return workbench.settle(h["workbench"], h["part_slots"][:len(plan["parts"])], plan["table"])
+    preset, state = h["preset"], h["preset_state"]
+    preset.randomize(state, plan, h["materials"])
+    return preset.settle(state, h["part_slots"][:len(plan["parts"])], plan)

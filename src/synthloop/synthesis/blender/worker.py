@@ -170,7 +170,7 @@ def _render_one(h: dict, job: dict, item: dict, tmp_dir: str) -> dict:
     out_dir, width, height = job["out_dir"], job["width"], job["height"]
     stem, plan = item["stem"], item["plan"]
     clock = [time.time()]
-    in_scene = scene_lib.apply(h, plan)  # workbench: includes the rigid-body drop
+    in_scene = scene_lib.apply(h, plan)  # includes the preset's settle (a rigid-body drop)
     clock.append(time.time())
     record = _record(h, plan, width, height, h["arrays"], in_scene)
     record["rejected"] = rejected_before_render(record, job.get("finish"))

@@ -1,5 +1,9 @@
 """The paper's experiment grid on any pipeline: ``synthloop experiment``.
 
+An orchestrator beside the cycle (stages/pipeline.py): it calls the stages (prepare, pretrain,
+score) and the library; the grid, folds, statistics and report it uses are pure and live in
+synthloop/experiments/.
+
 Settings: ``R`` (real images only, starting from the configured weights: COCO or ImageNet
 backbones where configured, else from scratch) and ``S+R`` (starting from the synthetic model
 M0_S, the pipeline's pretrain stage, trained on renders only). Single-cycle runs: every
@@ -18,10 +22,13 @@ Every run is evaluated (COCO AP) and is an MLflow run nested under the experimen
 Results go to ``<workspace>/experiments/<scale>/``: one JSON record a run (finished runs are
 skipped on a rerun while their settings and fold are unchanged), ``results.json`` (with
 standard errors, bootstrap intervals and the labels each strategy needs to match random:
-experiments/analysis.py), ``table.md`` and ``fig6.png`` / ``fig8.png`` (experiments/report.py).
+experiments/analysis.py; each run's ``label_seconds``: its picks' boxes under ``labeling.cost``,
+experiments/label_cost.py), ``table.md`` and ``fig6.png`` / ``fig8.png`` /
+``fig_label_minutes.png`` (experiments/report.py).
 
 R runs use ``random`` only, like the paper: margin or DBAL need a model that already detects
-the parts, and an R model has seen none before its first labels.
+the parts, and an R model has seen none before its first labels. Every strategy gets the
+parameters under ``active:`` it declares (synthloop.active's registry), like a cycle's query.
 """
 
 from __future__ import annotations
@@ -39,19 +46,19 @@ from mlflow import MlflowClient
 from tqdm.auto import tqdm
 
 from synthloop import tracking, tracking_recovery
-from synthloop.active import get_strategy
+from synthloop.active import get_strategy, strategy_class
 from synthloop.config import PipelineConfig, TrainConfig
 from synthloop.data.coco import CocoDataset
 from synthloop.experiments.folds import Fold, names_digest, rotation_folds, union_dataset
 from synthloop.experiments.grid import (RunResult, RunSpec, finetune_budget, fold_indices, grid,
                                         multi_cycle_chains)
+from synthloop.experiments.label_cost import attach_label_cost
 from synthloop.io_utils import atomic_write_text
 from synthloop.stages import pretrain, score
 from synthloop.stages.pipeline import prepare_data
 from synthloop.stages.workspace import Workspace, read_record, write_record
 
 log = logging.getLogger(__name__)
-UNCERTAINTY = ("margin", "entropy", "least_confidence", "dbal")
 _NOT_RESULTS = {"monitor_val", "num_threads"}
 WARMUP_SHARE = 5  # a run's warm-up is at most 1/WARMUP_SHARE of its steps  # settings that do not change a run's numbers
 
@@ -135,13 +142,7 @@ class Harness:
         return [probs[r] for r in rows], feats[rows]
 
     def _strategy(self, name: str):
-        a = self.cfg.active
-        params: dict[str, Any] = {}
-        if name in UNCERTAINTY:
-            params["aggregation"] = a.aggregation
-        if name == "dbal":
-            params["beta"] = a.beta
-        return get_strategy(name, **params)
+        return get_strategy(name, **self.cfg.active.strategy_params(name))
 
     def _select(self, spec: RunSpec, fold: Fold, model_path: Path | None, labeled: set[int],
                 ) -> tuple[list[int], float]:
@@ -150,7 +151,7 @@ class Harness:
             ids = [i for i in ids if i not in labeled]
         strategy = self._strategy(spec.strategy)
         probs = feats = None
-        if spec.strategy != "random":
+        if strategy_class(spec.strategy).needs_model():
             if model_path is None:
                 raise ValueError(f"{spec.key}: strategy {spec.strategy} needs a model to score with")
             if model_path == self.m0_path:
@@ -218,16 +219,17 @@ class Harness:
             mlflow.log_metric("train_seconds", res.train_seconds)
             mlflow.log_dict({"selected": res.selected}, "selected.json")
 
-    def _fingerprint(self, fold: Fold) -> str:
-        """What a finished run's numbers depend on besides its spec: a change reruns it."""
+    def _fingerprint(self, spec: RunSpec, fold: Fold) -> str:
+        """What a finished run's numbers depend on besides its spec: a change reruns it
+        (the strategy's own parameters: a new beta reruns DBAL, not random)."""
         import hashlib
         import json
 
-        e = self.exp
+        e, a = self.exp, self.cfg.active
         blob = json.dumps([self.cfg.detector.model_dump(mode="json"),
                            self.cfg.pretrain.model_dump(mode="json", exclude=_NOT_RESULTS),
                            self.cfg.finetune.model_dump(mode="json", exclude=_NOT_RESULTS),
-                           self.cfg.active.model_dump(mode="json", include={"aggregation", "beta", "scope"}),
+                           {"scope": a.scope, **a.strategy_params(spec.strategy)},
                            [e.finetune_steps, e.finetune_epochs, e.min_steps], fold.tag],
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -236,7 +238,8 @@ class Harness:
         rec = read_record(self._record_path(spec))
         if not rec:
             return None
-        if rec.get("extra", {}).get("fingerprint") != self._fingerprint(self.folds[spec.fold]):
+        if rec.get("extra", {}).get("fingerprint") != self._fingerprint(spec,
+                                                                        self.folds[spec.fold]):
             self.say(f"{spec.key}: settings or fold changed since it ran; running it again")
             return None
         return RunResult(**rec)
@@ -256,7 +259,7 @@ class Harness:
         metrics, seconds, steps = self._finetune(spec, fold, init, chosen, None)
         return self._finish(parent, spec, RunResult(
             asdict(spec), len(chosen), len(chosen), metrics, seconds, steps, chosen, sel_s,
-            extra={"fingerprint": self._fingerprint(fold)}))
+            extra={"fingerprint": self._fingerprint(spec, fold)}))
 
     def run_chain(self, chain: list[RunSpec], parent: str) -> list[RunResult]:
         """Cycles 1..n of one seed and fold, each from the previous cycle's model. Only the
@@ -283,7 +286,7 @@ class Harness:
                                                      ckpt[spec.cycle])
             out.append(self._finish(parent, spec, RunResult(
                 asdict(spec), len(labeled), len(new), metrics, seconds, steps, picked, sel_s,
-                extra={"fingerprint": self._fingerprint(fold)})))
+                extra={"fingerprint": self._fingerprint(spec, fold)})))
             if model_path != self.m0_path:
                 model_path.unlink(missing_ok=True)
             model_path = ckpt[spec.cycle]
@@ -341,6 +344,7 @@ class Harness:
                   "val_files": sorted(im.file_name for im in f.val.images),
                   "val_ids": sorted(im.id for im in f.val.images),
                   "m0_s": self.m0_metrics.get(i)} for i, f in self.folds.items()]
+        pools = {i: f.pool for i, f in self.folds.items()}  # the oracle's boxes cost the picks
         m0 = None
         if self.m0_metrics:  # pooled over folds: the mean of each metric
             m0 = {k: float(np.mean([m[k] for m in self.m0_metrics.values()]))
@@ -350,7 +354,11 @@ class Harness:
                 "val_images": folds[0]["val_images"], "pool_images": folds[0]["pool_images"],
                 "proxy_real": self.cfg.proxy_real,
                 "detector": self.cfg.detector.model_dump(mode="json"),
-                "single": [asdict(r) for r in single], "multi": [asdict(r) for r in multi]}
+                "label_cost": self.cfg.labeling.cost.model_dump(mode="json"),
+                "single": attach_label_cost([asdict(r) for r in single], pools,
+                                            self.cfg.labeling.cost),
+                "multi": attach_label_cost([asdict(r) for r in multi], pools,
+                                           self.cfg.labeling.cost, chained=True)}
 
 
 def _dumps(obj: Any) -> str:

@@ -1,31 +1,33 @@
 """The workbench scene: a table (top at z = 0) on legs over a floor, paper sheets on the top,
-and parts that come to rest on it by Blender's rigid-body simulation.
+clutter on the floor around it, a camera above with tilt, and parts dropped onto the table
+that come to rest by Blender's rigid-body simulation.
 
 Physics runs per image in a throw-away scene (a rigid-body world, a passive box for the table
 top and convex-hull copies of the parts that share their mesh data), so the render scene is
 never touched by the simulation and nothing leaks between images. Bullet is deterministic for
 the same inputs, so the same plan gives the same resting poses.
+
+``bpy`` is imported inside the functions: the host imports this module for ``RECIPE``
+(blender/scenes/__init__.py).
 """
 
 from __future__ import annotations
 
-import bpy  # isort: skip
-from mathutils import Quaternion
-
-from synthloop.synthesis.blender.materials import assign
+from synthloop.synthesis.blender.objects import mesh_object
 from synthloop.synthesis.blender.presets import STATIC_INDEX
+
+RECIPE = (("table", "table"), ("camera", "camera_overhead"), ("hdri", "hdri"),
+          ("lights", "point_lights"), ("parts", "parts_dropped"),
+          ("part_materials", "part_materials"), ("distractors", "clutter_floor"),
+          ("distractor_materials", "distractor_materials"))
 
 TOP_THICKNESS = 0.04
 LEG_WIDTH = 0.05
 FELL_OFF_Z = -0.02  # a part whose centre ends below this has fallen off the table
 
 
-def _static(name: str, mesh, scene, root) -> bpy.types.Object:
-    ob = bpy.data.objects.new(name, mesh)
-    scene.collection.objects.link(ob)
-    ob.parent = root
-    ob.material_slots[0].link = "OBJECT"
-    ob.rotation_mode = "QUATERNION"
+def _static(name: str, mesh, scene, root):
+    ob = mesh_object(name, mesh, scene, root)
     ob.pass_index = STATIC_INDEX
     return ob
 
@@ -41,8 +43,13 @@ def build(scene, shapes: dict, plans: list[dict], root) -> dict:
             "sheets": [static(f"sheet_{i}", "plate") for i in range(n_sheets)]}
 
 
-def apply(wb: dict, table: dict, materials) -> None:
+def randomize(wb: dict, plan: dict, materials) -> None:
     """Size, place and colour the table, legs, floor and sheets for one image."""
+    from mathutils import Quaternion
+
+    from synthloop.synthesis.blender.materials import assign
+
+    table = plan["table"]
     sx, sy = table["size"]
     h = table["height"]
     wb["top"].scale = (sx, sy, TOP_THICKNESS)
@@ -68,6 +75,8 @@ def apply(wb: dict, table: dict, materials) -> None:
 
 
 def _physics_scene(table: dict, cube_mesh):
+    import bpy
+
     phys = bpy.data.scenes.new("syn_physics")
     with bpy.context.temp_override(scene=phys):
         bpy.ops.rigidbody.world_add()
@@ -84,9 +93,12 @@ def _physics_scene(table: dict, cube_mesh):
     return phys, [top]
 
 
-def settle(wb: dict, parts: list, table: dict) -> list[bool]:
+def settle(wb: dict, parts: list, plan: dict) -> list[bool]:
     """Drop ``parts`` (render objects placed at their release poses) onto the table; move them
     to where they come to rest, hide those that fell off. Returns on-table flags."""
+    import bpy
+
+    table = plan["table"]
     phys, bodies = _physics_scene(table, wb["cube"])
     world = phys.rigidbody_world
     for i, part in enumerate(parts):
