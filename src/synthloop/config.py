@@ -731,5 +731,7 @@ def load_config(path: Path | str, *, overlays: list[Path | str] = (),
     try:
         return PipelineConfig.model_validate(tree)
     except ValidationError as exc:
-        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        # A validator's ValueError reads "Value error, <text>" in pydantic: keep the text.
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                 for e in exc.errors()]
         raise ConfigError(f"{path}: " + "; ".join(lines)) from None

@@ -103,7 +103,7 @@ def test_unknown_presets_and_names(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("synthetic.scene=orbit", "synthetic.scene: Value error, unknown scene preset 'orbit'; known: floating, workbench"),
+    ("synthetic.scene=orbit", "synthetic.scene: unknown scene preset 'orbit'; known: floating, workbench"),
     ("synthetic.quality=ultra", "synthetic.quality"),
     ("synthetic.hdri_strength={min: 3, max: 1}", "impossible range: min 3.0 > max 1.0"),
     ("synthetic.distractors={min: 4, max: 2}", "impossible range"),
