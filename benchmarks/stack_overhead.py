@@ -46,7 +46,7 @@ from stack_support import (mirrored_camera_images, stack_folder,  # noqa: E402
 
 from synthloop.flows_server import api_post  # noqa: E402
 from synthloop.stack.lifecycle import down, up  # noqa: E402
-from synthloop.stack.procs import PidFile  # noqa: E402
+from synthloop.stack.procs import PidFile, process_table  # noqa: E402
 from synthloop.stack.services import ORDER  # noqa: E402
 from tests_support import write_toy_pipeline  # noqa: E402
 
@@ -67,15 +67,8 @@ def synthloop(*args: str, env: dict | None = None) -> str:
 
 def group_cpu(settings) -> dict[str, float]:
     """service -> CPU seconds of its process group, reaped children included."""
-    procs = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            f = stat[stat.rfind(")") + 2:].split()
-            procs[int(entry.name)] = (int(f[1]), int(f[2]), sum(map(int, f[11:15])) / TICK)
+    procs = {pid: (int(f[1]), int(f[2]), sum(map(int, f[11:15])) / TICK)
+             for pid, f in process_table().items()}
     out = {}
     for name in ORDER:
         root = PidFile(settings.run_dir, name).alive_pid()

@@ -33,7 +33,7 @@ from synthloop.flows_server import api_post
 from synthloop import faults, tracking
 from synthloop.gating.cycle_lock import CycleBusy, cycle_lock
 from synthloop.stack import postgres
-from synthloop.stack.procs import PidFile, http_status, stop
+from synthloop.stack.procs import PidFile, http_status, process_table, stat_fields, stop
 
 FAILED_PUT = re.compile(r'"PUT /api/2\.0/mlflow-artifacts/artifacts/\S+ HTTP/1\.1" 5\d\d')
 
@@ -49,14 +49,8 @@ def _epoch(timestamp: str) -> float:
 def descendants(root: int) -> list[int]:
     """``root`` and every process below it (from /proc's parent links)."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat[stat.rfind(")") + 2:].split()[1]), []).append(
-                int(entry.name))
+    for pid, fields in process_table().items():
+        children.setdefault(int(fields[1]), []).append(pid)
     found, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -66,10 +60,8 @@ def descendants(root: int) -> list[int]:
 
 
 def running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def cycle_in_progress(state: Path) -> bool:

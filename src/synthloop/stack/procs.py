@@ -50,14 +50,29 @@ def check_port_free(service: str, port: int, key: str) -> None:
                          f"it or set {key} in the stack config")
 
 
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22)."""
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (0: state, 1: ppid, 2: process group,
+    11-14: utime, stime, cutime, cstime in clock ticks, 19: start time); None once it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    return int(fields[19]) if fields[0] not in ("Z", "X") else None
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def process_table() -> dict[int, list[str]]:
+    """Every process's ``stat_fields``, by pid (a process that ends meanwhile is left out)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := stat_fields(int(entry.name))) is not None:
+            table[int(entry.name)] = fields
+    return table
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22)."""
+    fields = stat_fields(pid)
+    return int(fields[19]) if fields and fields[0] not in ("Z", "X") else None
 
 
 class PidFile:
