@@ -9,6 +9,8 @@ reports for the trained bolts model at 1920x1080.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +107,32 @@ def test_candidate_subset_is_seeded_sized_and_in_pool_order():
     assert picked != candidate_subset(ids, m=3, k=5, seed=8)
     assert candidate_subset(ids, m=None, k=5, seed=7) == ids  # off by default
     assert candidate_subset(ids[:10], m=3, k=5, seed=7) == ids[:10]  # pool smaller than m*k
+
+
+_SIGNAL_AFTER_TWO_SCORERS = """
+import gc, os, signal, sys
+from pathlib import Path
+import numpy as np
+import torch
+from synthloop.detection.export import make_runner
+onnx = Path(sys.argv[1]) / "conv.onnx"
+torch.onnx.export(torch.nn.Conv2d(3, 4, 3), torch.zeros(1, 3, 8, 8), str(onnx), dynamo=False)
+for _ in range(2):  # two scorers alive at once, dropped in the order they were made
+    first, second = (make_runner(onnx, "openvino", threads=1) for _ in range(2))
+    first(np.zeros((1, 3, 8, 8), np.float32)), second(np.zeros((1, 3, 8, 8), np.float32))
+    del first; gc.collect(); del second; gc.collect()
+handled = []
+signal.signal(signal.SIGUSR1, lambda *_: handled.append(True))
+os.kill(os.getpid(), signal.SIGUSR1)  # a handled signal runs on the thread's signal stack
+print("handled" if handled else "not handled")
+"""
+
+
+def test_openvino_scorers_leave_the_signal_stack_usable(tmp_path):
+    """OpenVINO's CPU plugin swaps the thread's sigaltstack per Core: with a Core per scorer,
+    two scorers dropped in creation order left it on unmapped memory, and the next handled
+    signal (a subprocess's SIGCHLD in the test suite) killed the process with SIGSEGV."""
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", _SIGNAL_AFTER_TWO_SCORERS,
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"rc {done.returncode}: {done.stderr[-2000:]}"
+    assert done.stdout.strip() == "handled"

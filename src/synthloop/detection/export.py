@@ -26,6 +26,7 @@ are not exported; scoring falls back to torch).
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import warnings
 from collections import OrderedDict
@@ -135,13 +136,28 @@ def _onnxruntime_runner(path: Path, threads: int) -> Runner:
     return lambda x: session.run(None, {name: x})
 
 
-def _openvino_runner(path: Path, threads: int) -> Runner:
+@functools.cache
+def _openvino_core():
+    """One OpenVINO ``Core`` per process, never dropped.
+
+    OpenVINO's CPU plugin swaps in a signal stack of its own (``sigaltstack``) each time a
+    ``Core`` loads it, and puts back the one it found when that ``Core`` goes away. Two Cores
+    alive at once, dropped in the order they were made, leave the thread's signal stack
+    pointing at memory the first one already unmapped: the next signal the process handles
+    (a subprocess's SIGCHLD, a timer) kills it with SIGSEGV and no traceback (seen in the test
+    suite; tests/unit/test_score_export.py reproduces it in a fresh interpreter). One Core,
+    kept, loads the plugin once; compiling is also faster the second time.
+    """
     try:
         import openvino as ov
     except ImportError as exc:
         raise ImportError("the OpenVINO scorer needs OpenVINO: pip install 'synthloop[export]'"
                           ) from exc
-    core = ov.Core()
+    return ov.Core()
+
+
+def _openvino_runner(path: Path, threads: int) -> Runner:
+    core = _openvino_core()
     # f32 explicitly: on CPUs with AVX512-BF16 OpenVINO otherwise runs bf16, which moved pooled
     # features by ~0.7 and changed the boxes (measured here); int8 is a separate, measured model.
     compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
