@@ -5,6 +5,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "pipelines" / "demo.yaml"
+TOY_W, TOY_H = 96, 64  # make_coco's image size
 
 
 def free_ports(n: int) -> list[int]:
@@ -49,3 +50,28 @@ def write_toy_pipeline(folder: Path, *, sizes: tuple[int, int, int] = (16, 10, 5
     path = folder / name
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def make_coco(root: Path, n: int = 4):
+    """``n`` 96x64 images with one drawn rectangle each (class 1 red, 2 blue); every 4th is empty.
+
+    A ``CocoDataset`` for detector tests that must train or score something in seconds."""
+    import numpy as np
+    from PIL import Image
+
+    from synthloop.data.coco import CocoDataset, categories_for
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    images, anns = [], []
+    for i in range(1, n + 1):
+        img = np.full((TOY_H, TOY_W, 3), 40, np.uint8)
+        if i % 4:
+            x, y, cat = int(rng.integers(0, TOY_W - 30)), int(rng.integers(0, TOY_H - 24)), 1 + i % 2
+            img[y:y + 20, x:x + 26] = (220, 60, 60) if cat == 1 else (60, 60, 220)
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat,
+                         "bbox": [x, y, 26, 20], "area": 520.0, "iscrowd": 0})
+        Image.fromarray(img).save(root / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": TOY_W, "height": TOY_H})
+    return CocoDataset.from_dict({"images": images, "annotations": anns,
+                                  "categories": categories_for(["red", "blue"])}, image_root=root)

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import os
 import pickle
-import threading
-import time
 from pathlib import Path
 
 import pytest
-
-from tests_support import free_port
 
 
 class _Payload:
@@ -75,10 +71,10 @@ def test_serving_enforces_size_and_type_limits(served, what, body, ctype, status
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    uvicorn = pytest.importorskip("uvicorn")
     from mlflow import MlflowClient
 
     from people_support import register_tiny_models
+    from serve_support import loopback_server
     from synthloop.config import load_config
     from synthloop.serve.app import build_app
     from tests_support import DEMO_CONFIG
@@ -88,15 +84,5 @@ def served(tmp_path_factory):
                                               "serve.max_image_pixels=250000"])
     versions = register_tiny_models(cfg, ws)
     MlflowClient().set_registered_model_alias(cfg.registered_model_name, "champion", versions[0])
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(build_app(cfg, poll_seconds=5), host="127.0.0.1",
-                                        port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "server did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=30)
+    with loopback_server(build_app(cfg, poll_seconds=5)) as base:
+        yield base

@@ -13,9 +13,9 @@ from mlflow import MlflowClient
 
 from synthloop.config import load_config
 from people_support import image_bytes, register_tiny_models
+from serve_support import loopback_server
 from tests_support import DEMO_CONFIG, free_port
 
-uvicorn = pytest.importorskip("uvicorn")
 pytestmark = pytest.mark.slow
 
 
@@ -33,18 +33,8 @@ def server(tmp_path_factory):
     versions = register_tiny_models(cfg, ws)
     client = MlflowClient()
     client.set_registered_model_alias(cfg.registered_model_name, "champion", versions[0])
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(build_app(cfg, poll_seconds=0.2), host="127.0.0.1",
-                                        port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "server did not start"
-    yield {"url": f"http://127.0.0.1:{port}", "cfg": cfg, "versions": versions, "client": client}
-    srv.should_exit = True
-    thread.join(timeout=30)
+    with loopback_server(build_app(cfg, poll_seconds=0.2)) as base:
+        yield {"url": base, "cfg": cfg, "versions": versions, "client": client}
 
 
 def test_health_reports_version_and_val_ap(server):
