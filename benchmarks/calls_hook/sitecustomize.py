@@ -94,10 +94,26 @@ if _DIR:
                 return counted
             setattr(cls, name, make())
 
-    class _StoreFinder(importlib.abc.MetaPathFinder):
+    def _after_http_import(name):
+        def wrap(module):
+            sys.modules[name] = module
+            (_wrap_requests if name == "requests" else _wrap_httpx)()
+        return wrap
+
+    # module name -> what to do right after its first import
+    AFTER_IMPORT = {**{name: (lambda module, cls_name=cls_name, kind=kind:
+                              _wrap_store(getattr(module, cls_name), kind))
+                       for name, (cls_name, kind) in STORES.items()},
+                    **{name: _after_http_import(name) for name in ("requests", "httpx")}}
+
+    class _WrapAfterImport(importlib.abc.MetaPathFinder):
+        """Finds the module with the next finder, then runs its AFTER_IMPORT hook once."""
+        done: set = set()
+
         def find_spec(self, name, path, target=None):
-            if name not in STORES:
+            if name not in AFTER_IMPORT or name in self.done:
                 return None
+            self.done.add(name)
             for finder in sys.meta_path:
                 if finder is self or not hasattr(finder, "find_spec"):
                     continue
@@ -106,43 +122,15 @@ if _DIR:
                     break
             else:
                 return None
-            exec_module = spec.loader.exec_module
-            cls_name, kind = STORES[name]
+            exec_module, hook = spec.loader.exec_module, AFTER_IMPORT[name]
 
             def exec_and_wrap(module):
                 exec_module(module)
-                _wrap_store(getattr(module, cls_name), kind)
+                hook(module)
             spec.loader.exec_module = exec_and_wrap
             return spec
 
-    class _HttpFinder(importlib.abc.MetaPathFinder):
-        """Wraps requests/httpx right after their first import."""
-        done: set = set()
-
-        def find_spec(self, name, path, target=None):
-            if name not in ("requests", "httpx") or name in self.done:
-                return None
-            self.done.add(name)
-            for finder in sys.meta_path:
-                if finder is self or finder.__class__ is _StoreFinder or not hasattr(
-                        finder, "find_spec"):
-                    continue
-                spec = finder.find_spec(name, path, target)
-                if spec is not None:
-                    break
-            else:
-                return None
-            exec_module = spec.loader.exec_module
-
-            def exec_and_wrap(module):
-                exec_module(module)
-                sys.modules[name] = module
-                (_wrap_requests if name == "requests" else _wrap_httpx)()
-            spec.loader.exec_module = exec_and_wrap
-            return spec
-
-    sys.meta_path.insert(0, _StoreFinder())
-    sys.meta_path.insert(0, _HttpFinder())
+    sys.meta_path.insert(0, _WrapAfterImport())
 
     @atexit.register
     def _write() -> None:
