@@ -125,16 +125,12 @@ def moto_s3(monkeypatch):
     """
     import uuid
 
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                       ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(key, value)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
+    import boto3
+
+    from tests_support import start_moto
+
+    server, endpoint = start_moto(monkeypatch)
     try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
         client = boto3.client("s3", endpoint_url=endpoint)
         bucket = f"synthloop-{uuid.uuid4().hex[:8]}"
         client.create_bucket(Bucket=bucket)

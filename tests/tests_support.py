@@ -75,3 +75,17 @@ def make_coco(root: Path, n: int = 4):
         images.append({"id": i, "file_name": f"{i}.png", "width": TOY_W, "height": TOY_H})
     return CocoDataset.from_dict({"images": images, "annotations": anns,
                                   "categories": categories_for(["red", "blue"])}, image_root=root)
+
+
+def start_moto(monkeypatch, *, port: int = 0):
+    """A moto S3 server on 127.0.0.1 (``port`` 0: a free one) with test credentials in the
+    environment: (server, endpoint URL). The caller stops it."""
+    from moto.server import ThreadedMotoServer
+
+    for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
+                       ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    host, bound = server.get_host_and_port()
+    return server, f"http://{host}:{bound}"

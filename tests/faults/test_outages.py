@@ -14,7 +14,7 @@ from synthloop.config import load_config
 from synthloop.stages.workspace import PARTIAL_FILE
 from synthloop.versioning.dvc_repo import VersioningError, head_rev, open_workspace, pull
 from synthloop.versioning.remote import commit_and_push
-from tests_support import DEMO_CONFIG
+from tests_support import DEMO_CONFIG, start_moto
 
 pytestmark = pytest.mark.slow
 
@@ -23,15 +23,10 @@ pytestmark = pytest.mark.slow
 def s3(monkeypatch):
     """A moto S3 server on 127.0.0.1 that the test can stop and restart on the same port:
     (server, endpoint, port, bucket). moto keeps its buckets per process, so they survive."""
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                       ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(key, value)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    import boto3
+
+    server, endpoint = start_moto(monkeypatch)
+    port = server.get_host_and_port()[1]
     bucket = f"outage-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
     state = {"server": server}

@@ -53,16 +53,14 @@ def test_folder_source(tmp_path):
 @pytest.mark.slow
 def test_s3_prefix_source(tmp_path, monkeypatch):
     """Photos under s3://bucket/prefix (moto on loopback): listed, downloaded once, cached."""
-    boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                       ("AWS_DEFAULT_REGION", "us-east-1"), ("SYNTHLOOP_CACHE_DIR", str(tmp_path))):
-        monkeypatch.setenv(key, value)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
+    import boto3
+
+    from tests_support import start_moto
+
+    monkeypatch.setenv("SYNTHLOOP_CACHE_DIR", str(tmp_path))
+    server, endpoint = start_moto(monkeypatch)
     try:
-        host, port = server.get_host_and_port()
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="photos")
         buf = io.BytesIO()
