@@ -1,7 +1,7 @@
 """Flow `synthesize`: render the synthetic set, the validation set and the pool; version them.
 
-Deployed in prefect.yaml (also triggered by `synthloop.cad.changed`). Rerunning resumes: finished
-renders are skipped (stages/render.py).
+Deployed in prefect.yaml. Rerunning resumes: finished renders are skipped (stages/render.py).
+A changed CAD file is the `cad_retrain` flow's job (re-renders only that part's images).
 """
 
 from __future__ import annotations

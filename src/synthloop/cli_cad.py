@@ -8,14 +8,17 @@ part of the YAML); the render stage then generates them into the workspace.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
+from synthloop.cli_options import ConfigOpt, OverlayOpt, SetOpt, WorkspaceOpt, load_or_exit
 from synthloop.synthesis.fasteners import KINDS, known_sizes
 
 cad_app = typer.Typer(no_args_is_help=True, add_completion=False,
                       help="Generate part CAD from parameters (closed STL meshes, millimetres), "
-                           "or inspect a STEP/IGES file (unit, named solids, sizes).")
+                           "inspect a STEP/IGES file (unit, named solids, sizes), or retrain "
+                           "after a CAD change (re-render that part's images, fine-tune, gate).")
 
 FASTENER_HELP = f"""Write ISO-like fastener meshes as binary STL, one file per size, in millimetres.
 
@@ -92,3 +95,48 @@ def inspect(path: Path = typer.Argument(..., help="A .step/.stp/.iges/.igs file.
     if len(cad.names) > 1:
         typer.echo("one class per named solid: synthloop init --assembly per-solid, or "
                    "`solid: <name>` on a part")
+
+
+RETRAIN_HELP = """Answer a changed CAD file now (what the `cad-retrain` deployment does on
+`synthloop.cad.changed`): compare each part's mesh hash with the champion's lineage, re-render
+only the synthetic images that show a changed part (same plans and seeds, new mesh; the others
+stay untouched), version the set with DVC, fine-tune the champion on all renders plus the real
+labels so far, evaluate on the fixed val set and gate as usual.
+
+--dry-run prints what changed and which renders would be redone, and changes nothing.
+Rerunning resumes; the same CAD revision is never trained twice.
+`cad_retrain.enabled: false` in the pipeline turns it off."""
+
+
+@cad_app.command(help=RETRAIN_HELP)
+def retrain(config: Path = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
+            overlay: list[Path] = OverlayOpt, set_: list[str] = SetOpt,
+            dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be "
+                                         "re-rendered; change nothing.")) -> None:
+    import json
+
+    from synthloop.log_setup import setup_logging
+
+    setup_logging(False)
+    cfg = load_or_exit(config, overlay, set_, workspace)
+    if not (cfg.workspace / "data" / "synthetic" / "annotations.json").is_file() and not dry_run:
+        typer.secho(f"error: no rendered synthetic set in {cfg.workspace}: run the pipeline "
+                    "first (synthloop demo / synthloop cycle)", fg="red", err=True)
+        raise typer.Exit(2)
+    if dry_run:
+        from mlflow import MlflowClient
+
+        from synthloop import tracking
+        from synthloop.stages.cad_retrain import stems_to_rerender
+        from synthloop.stages.monitor import cad_changed
+
+        tracking.setup(cfg)
+        changed = cad_changed(cfg, MlflowClient())
+        stems = stems_to_rerender(cfg, changed) if changed else []
+        typer.echo(json.dumps({"changed": {p: list(h) for p, h in changed.items()},
+                               "rerender": stems}, indent=1))
+        return
+    from synthloop.stages import cad_retrain as stage
+
+    result = stage.run(cfg, trigger="cli", progress=True)
+    typer.echo(json.dumps(result, indent=1, default=str))

@@ -59,7 +59,8 @@ def drift(config: Path = ConfigOpt, workspace: Optional[Path] = WorkspaceOpt,
     typer.echo(f"trigger: {'FIRE ' + t['event'] if t['fire'] else 'no cycle'} - "
                + "; ".join(t["reasons"]))
     if record["cad_changed"]:
-        typer.echo(f"CAD changed since the champion's renders: {record['cad_changed']}")
+        typer.echo(f"CAD changed since the champion's renders: {record['cad_changed']} "
+                   "(synthloop cad retrain re-renders those parts' images and retrains)")
     typer.echo(f"MLflow run: {record['run_id']}")
 
 

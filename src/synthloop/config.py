@@ -24,6 +24,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Fiel
 from synthloop.config_base import ConfigError, StrategyName, Strict
 from synthloop.config_experiment import (ExperimentConfig, ExperimentScale,  # noqa: F401
                                          MultiCycleConfig)
+from synthloop.config_steer import SteerConfig, check_sampling_weights  # noqa: F401
 
 
 class Range(Strict):
@@ -186,6 +187,13 @@ class DomainConfig(Strict):
     box_mode: Literal["visible", "projected", "corners"] = "visible"
     workbench: WorkbenchConfig = WorkbenchConfig()
     sensor: SensorConfig = SensorConfig()
+    # failure steering (config_steer.py): {range field: bin weights}; empty: uniform, as ever
+    sampling_weights: dict[str, list[float]] = {}
+
+    @model_validator(mode="after")
+    def _weights_fit(self) -> "DomainConfig":
+        check_sampling_weights(self)
+        return self
 
 
 class ImportedDomain(Strict):
@@ -453,6 +461,51 @@ class MonitoringConfig(Strict):
     seed: int = 0
 
 
+class SimToRealConfig(Strict):
+    """The per-cycle sim-to-real gap (stages/sim_to_real.py, monitoring/sim_to_real.py): the
+    model to be fine-tuned embeds ``images`` renders and ``images`` real photos (drawn from the
+    pool, which holds L; never val) and, per class, up to ``max_boxes_per_class`` ground-truth
+    boxes of the renders and of L. Runs when ``enabled`` or when ``finetune_mix.mode`` is
+    gap_rule (which needs it)."""
+
+    enabled: bool = False
+    images: int = Field(default=24, ge=4)
+    max_boxes_per_class: int = Field(default=200, ge=4)
+    folds: int = Field(default=5, ge=2)
+    permutations: int = Field(default=100, ge=0)
+    seed: int = 0
+
+
+class FinetuneMixConfig(Strict):
+    """Renders mixed into each cycle's fine-tune (stages/finetune.py). ``off``: L only, the
+    paper. ``fixed``: ``synthetic_share`` of the training set are renders. ``gap_rule``:
+    ``clip(base * (1 - (2 AUC - 1)) * n0 / (n0 + |L|), lo, hi)`` from the cycle's sim-to-real
+    domain AUC (monitoring/sim_to_real.py: synthetic_share). The share holds for the epoch's
+    composition (renders drawn once per cycle, seeded), not for each batch exactly."""
+
+    mode: Literal["off", "fixed", "gap_rule"] = "off"
+    synthetic_share: float = Field(default=0.25, ge=0.0, lt=1.0)
+    base: float = Field(default=0.5, ge=0.0, lt=1.0)
+    n0: float = Field(default=20.0, gt=0.0)
+    lo: float = Field(default=0.0, ge=0.0, lt=1.0)
+    hi: float = Field(default=0.5, ge=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_off(cls, data: Any) -> Any:
+        # YAML 1.1 reads a bare `mode: off` as false
+        if isinstance(data, dict) and data.get("mode") is False:
+            return {**data, "mode": "off"}
+        return data
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "FinetuneMixConfig":
+        if self.lo > self.hi:
+            raise ValueError(f"finetune_mix: lo {self.lo} > hi {self.hi}")
+        return self
+
+
 class TriggerConfig(Strict):
     """When the monitor asks for a cycle, and how a second cycle request is handled.
 
@@ -559,6 +612,23 @@ class DaskConfig(Strict):
     score_chunk_size: int = Field(default=32, ge=1)  # pool images per scoring task
 
 
+class CadRetrainConfig(Strict):
+    """What a changed CAD file does (``synthloop.cad.changed``; prefect.yaml's ``cad-retrain``
+    deployment, ``synthloop cad retrain``; stages/cad_retrain.py): re-render the renders that
+    show a changed part (same seeds, new mesh), version them, fine-tune the champion on the
+    renders plus the real labels so far, gate as usual. Its own section, not ``monitoring``:
+    monitoring measures, this renders and trains.
+
+    ``enabled``: false leaves the event unanswered (the monitor still reports the change).
+    ``epochs``: the fine-tune's epochs (None: ``finetune.epochs``); every other training
+    setting is ``finetune``'s. The training set holds all renders, so an epoch costs more
+    steps than a DAL fine-tune's.
+    """
+
+    enabled: bool = True
+    epochs: int | None = Field(default=None, ge=1)
+
+
 DEVICE_SPEC_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 
 
@@ -597,6 +667,8 @@ class PipelineConfig(Strict):
     detector: DetectorConfig = DetectorConfig()
     pretrain: TrainConfig = TrainConfig()
     finetune: TrainConfig = TrainConfig(epochs=5, lr=0.005)
+    finetune_mix: FinetuneMixConfig = FinetuneMixConfig()
+    sim_to_real: SimToRealConfig = SimToRealConfig()
     active: ActiveConfig = ActiveConfig()
     gate: GateConfig = GateConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -610,6 +682,8 @@ class PipelineConfig(Strict):
     dask: DaskConfig = DaskConfig()
     experiment: ExperimentConfig = ExperimentConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    cad_retrain: CadRetrainConfig = CadRetrainConfig()
+    steer: SteerConfig = SteerConfig()  # failures steer the renderer (stages/steer.py)
 
     @property
     def class_names(self) -> list[str]:

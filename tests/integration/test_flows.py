@@ -151,3 +151,19 @@ def test_continuous_training_skips_querying_when_labels_stopped_paying(harness, 
     assert read_requests(state)[-1]["outcome"] == "saturated"
     ran = continuous_training(str(config))  # the rule is off by default: the cycle runs
     assert ran["cycle"]["outcome"] == "ran" and ran["cycle"]["cycle"] == 3
+
+
+def test_cad_retrain_flow_records_each_answer_to_the_event(harness, config):
+    """The flow the cad-retrain deployment starts on synthloop.cad.changed, on the real stage:
+    without a champion there is nothing to retrain; the switch turns the reaction off; each
+    request is logged beside the cycles' (the full chain: tests/e2e/test_cad_retrain.py)."""
+    from cad_retrain import cad_retrain
+
+    first = cad_retrain(str(config), trigger="cad-changed")
+    assert first["outcome"] == "no champion"
+    off = cad_retrain(str(config), trigger="cad-changed",
+                      overrides=["cad_retrain.enabled=false"])
+    assert off["outcome"] == "disabled"
+    log = read_requests(config.parent / "ws" / "state")
+    assert [(r["trigger"], r["outcome"]) for r in log[-2:]] == [
+        ("cad-changed", "no champion"), ("cad-changed", "disabled")]

@@ -91,6 +91,50 @@ def test_chain_back_to_the_cad_files_and_a_changed_mesh_shows(cfg):
     assert out.output.index(f"v{v3} ") < out.output.index(f"v{v1} ")
 
 
+def test_after_a_cad_retrain_the_monitor_compares_with_the_newest_hashes(cfg):
+    """A CAD retrain's version carries the new hashes; its parent chain, pretrain's old ones.
+    The monitor compares the mesh on disk with the newest hashes in the champion's chain."""
+    from synthloop.stages.monitor import cad_changed
+
+    blade = cfg.workspace / "data" / "synthetic" / "meshes" / "blade.stl"
+    v1 = train_run(cfg, "pretrain", {"stage": "pretrain",
+                                     **lineage.run_tags(cfg, cad=True, datasets={})})
+    old = lineage.cad_hashes(cfg)["blade"]
+    client = MlflowClient()
+    client.set_registered_model_alias(cfg.registered_model_name, "champion", v1)
+    blade.write_bytes(b"solid rev B")
+    new = lineage.cad_hashes(cfg)["blade"]
+    assert cad_changed(cfg, client) == {"blade": (old, new)}
+    v2 = train_run(cfg, "cad-retrain", {"stage": "cad-retrain", **lineage.run_tags(
+        cfg, cad=True, parent_version=v1, datasets={})})
+    client.set_registered_model_alias(cfg.registered_model_name, "champion", v2)
+    assert cad_changed(cfg, client) == {}  # not pretrain's old hash: v2 was trained on rev B
+    steps = lineage.trace(client, cfg.registered_model_name, "champion")
+    assert [s.cad["blade"] for s in steps] == [new, old]
+
+
+def test_an_answered_cad_revision_is_not_announced_again(cfg):
+    """Once a retrain for the meshes on disk finished (here the gate kept the champion), the
+    hourly check stops announcing that change; a newer revision is announced again."""
+    from synthloop.stages.cad_records import cad_retrain_dir
+    from synthloop.stages.monitor import check
+
+    blade = cfg.workspace / "data" / "synthetic" / "meshes" / "blade.stl"
+    v1 = train_run(cfg, "pretrain", {"stage": "pretrain",
+                                     **lineage.run_tags(cfg, cad=True, datasets={})})
+    MlflowClient().set_registered_model_alias(cfg.registered_model_name, "champion", v1)
+    blade.write_bytes(b"solid rev B")
+    first = check(cfg)
+    assert list(first["cad_changed"]) == ["blade"] and first["cad_answered"] == {}
+    folder = cad_retrain_dir(cfg, lineage.cad_hashes(cfg))
+    folder.mkdir(parents=True)
+    (folder / "retrain.json").write_text(json.dumps({"outcome": "kept champion"}))
+    again = check(cfg)
+    assert again["cad_changed"] == {} and list(again["cad_answered"]) == ["blade"]
+    blade.write_bytes(b"solid rev C")
+    assert list(check(cfg)["cad_changed"]) == ["blade"]
+
+
 def test_unknown_version_is_a_clear_error(cfg):
     train_run(cfg, "pretrain", {"stage": "pretrain"})
     with pytest.raises(ValueError, match="has no version 42"):

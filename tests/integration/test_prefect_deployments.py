@@ -43,7 +43,7 @@ def test_deployments_schedules_and_triggers(server):
     srv, _ = server
     deps = deployments(srv.api_url)
     assert {"continuous-training-nightly", "al-cycle", "pool-watcher", "synthesize",
-            "pretrain"} <= set(deps)
+            "pretrain", "cad-retrain"} <= set(deps)
     assert all(d["work_pool_name"] == "synthloop-process" for d in deps.values())
     nightly = deps["continuous-training-nightly"]["schedules"]
     assert nightly[0]["schedule"]["cron"] == "0 2 * * *"
@@ -51,6 +51,8 @@ def test_deployments_schedules_and_triggers(server):
     expects = {e for a in automations for e in a["trigger"].get("expect", [])}
     assert {"synthloop.pool.grew", "synthloop.drift.detected",
             "synthloop.champion.degraded"} <= expects
+    cad = [a for a in automations if "synthloop.cad.changed" in a["trigger"].get("expect", [])]
+    assert [a["actions"][0]["deployment_id"] for a in cad] == [deps["cad-retrain"]["id"]]
 
 
 def test_an_event_starts_al_cycle_which_respects_the_lock(server, tmp_path):

@@ -14,8 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "architecture.md"
 CODE = re.compile(r"`([^`]+)`")
-LIBRARY = ("active", "detection", "gating", "monitoring", "data", "synthesis", "versioning",
-           "experiments", "reports")
+LIBRARY = ("active", "detection", "gating", "monitoring", "data", "synthesis", "steering",
+           "versioning", "experiments", "reports")
 
 
 def extension_rows() -> list[dict[str, str]]:

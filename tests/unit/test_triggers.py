@@ -25,7 +25,24 @@ def test_prefect_yaml_listens_to_exactly_the_registered_cycle_events():
     assert sorted(expects) == sorted(cycle_events()), (
         "prefect.yaml's al-cycle `expect` (definitions.cycle_events) must list the events of "
         "monitoring/triggers.py's registry")
-    assert EVENT_CAD not in expects  # the CAD event is emitted, but re-rendering is manual
+    assert EVENT_CAD not in expects  # a changed CAD is the cad-retrain deployment's event
+
+
+def test_a_changed_cad_starts_the_cad_retrain_deployment():
+    deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    listeners = {d["name"]: d for d in deployments
+                 if any(EVENT_CAD in t.get("expect", []) for t in d.get("triggers", []))}
+    assert list(listeners) == ["cad-retrain"]
+    dep = listeners["cad-retrain"]
+    path, name = dep["entrypoint"].split(":")
+    assert (path, name) == ("flows/cad_retrain.py", "cad_retrain")
+    assert f"def {name}(config: str" in (ROOT / path).read_text()
+    (trigger,) = dep["triggers"]
+    assert trigger["expect"] == [EVENT_CAD] and trigger["match"] == {
+        "prefect.resource.id": "synthloop.pipeline.*"}
+    # the monitor's event payload (flows/flow_support.py) carries config and trigger
+    assert trigger["parameters"] == {"config": "{{ event.payload.config }}",
+                                     "trigger": "{{ event.payload.trigger }}"}
 
 
 def test_trigger_settings_come_from_the_registry():

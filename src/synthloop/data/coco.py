@@ -247,6 +247,23 @@ def merge(datasets: list[CocoDataset], *, image_root: Path) -> CocoDataset:
     return CocoDataset(images, anns, [dict(c) for c in cats], Path(image_root))
 
 
+def union(datasets: list[CocoDataset]) -> CocoDataset:
+    """``merge`` for datasets whose images live in different folders (renders and labelled
+    photos): each ``file_name`` becomes relative to the folders' common parent, which is the
+    result's ``image_root``. Ids are renumbered; the categories must match."""
+    import os
+
+    if not datasets:
+        raise CocoError("union: nothing to join")
+    # absolute, not resolved: image files may be links into a cache outside the roots
+    roots = [Path(os.path.abspath(ds.image_root)) for ds in datasets]
+    common = Path(os.path.commonpath(roots))
+    moved = [replace(ds, image_root=common, images=[
+        replace(im, file_name=(root.relative_to(common) / im.file_name).as_posix())
+        for im in ds.images]) for ds, root in zip(datasets, roots)]
+    return merge(moved, image_root=common)
+
+
 def categories_for(class_names: list[str]) -> list[dict[str, Any]]:
     """COCO categories with ids 1..C in the given order."""
     return [{"id": i + 1, "name": n, "supercategory": "part"} for i, n in enumerate(class_names)]

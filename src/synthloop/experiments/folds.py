@@ -11,13 +11,11 @@ per fold, the fold as the validation set and the rest as the pool.
 from __future__ import annotations
 
 import hashlib
-import os
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
-from synthloop.data.coco import CocoDataset, merge
+from synthloop.data.coco import CocoDataset, union
 
 
 @dataclass(frozen=True)
@@ -57,15 +55,7 @@ def fold_split(names: list[str], *, folds: int, seed: int) -> list[list[int]]:
 
 def union_dataset(pool: CocoDataset, val: CocoDataset) -> CocoDataset:
     """Pool and validation images in one dataset (pool first, ids renumbered from 1)."""
-    roots = [Path(os.path.abspath(ds.image_root)) for ds in (pool, val)]
-    common = Path(os.path.commonpath(roots))
-    rerooted = []
-    for ds, root in zip((pool, val), roots):
-        rel = root.relative_to(common)
-        rerooted.append(CocoDataset([replace(im, file_name=(rel / im.file_name).as_posix())
-                                     for im in ds.images],
-                                    list(ds.annotations), ds.categories, common))
-    return merge(rerooted, image_root=common)
+    return union([pool, val])
 
 
 def rotation_folds(pool: CocoDataset, val: CocoDataset, *, folds: int, seed: int) -> list[Fold]:

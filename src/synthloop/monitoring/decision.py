@@ -82,7 +82,7 @@ def decide_drift(checks: tuple[DriftCheck, ...] | list[DriftCheck], *, n_referen
                          n_current)
 
 
-EVENT_CAD = "synthloop.cad.changed"  # emitted by the monitor flow; not a cycle trigger
+EVENT_CAD = "synthloop.cad.changed"  # emitted by the monitor flow; starts cad-retrain, not a cycle
 
 
 @dataclass(frozen=True)

@@ -307,7 +307,11 @@ def failure_section(r: CycleRecords) -> str:
         return ('<h2>Failure analysis</h2><p class="muted" id="failure-analysis">not enabled: '
                 "no failure analysis changed the renderer's sampling in this cycle</p>")
     body = json.dumps(dict(r.failure_analysis), indent=2, sort_keys=True, default=str)
-    return f"<h2>Failure analysis</h2><pre>{_e(body)}</pre>"
+    changes = r.failure_analysis.get("changes")  # stages/steer.py: {variable: {from, to}}
+    table = _table(["randomizer", "weights before (x uniform)", "weights now"], [
+        [_td(k), _td(v["from"]), _td(v["to"])] for k, v in sorted(changes.items())]
+        ) if changes else ""
+    return f"<h2>Failure analysis</h2>{table}<pre id='failure-analysis'>{_e(body)}</pre>"
 
 
 SECTIONS = (run_metrics_section, curve_section, class_section, gate_section, query_section,

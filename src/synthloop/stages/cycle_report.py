@@ -14,7 +14,8 @@ predictions the training stage cached; computed once per model and kept in that 
 validation-set version gets no interval (its AP would describe other images).
 
 Evidence other stages may add is shown when present: metrics of the cycle's run named
-``sim_to_real_*`` (the sim-to-real gap, issue 16 part 2) and a ``failure_analysis.json`` in the
+``sim_to_real_*`` (the sim-to-real gap, issue 16 part 2, with the fine-tune's render share
+``finetune_synthetic_share`` it may steer) and a ``failure_analysis.json`` in the
 cycle's state (part 1); without them the page says "not measured" / "not enabled".
 
 A report that cannot be made is a warning and the tag ``report.error``, never a failed cycle:
@@ -49,6 +50,7 @@ ERROR_TAG = "report.error"
 MAX_THUMBNAILS = 24
 MAX_CHECKS = 5
 SIM_TO_REAL_PREFIX = "sim_to_real_"
+MIX_SHARE = "finetune_synthetic_share"  # stages/finetune.py: shown with the gap
 STAMP = "%Y%m%dT%H%M%SZ"  # the monitor's check stamps: strings that sort by time
 
 
@@ -112,9 +114,18 @@ def gather(cfg: PipelineConfig, cycle: int, run_id: str, client: MlflowClient,
         label_cost=read_record(d / LABEL_COST_RECORD),
         class_names=list(cfg.class_names), thumbnails=thumbs, thumbnails_left_out=left_out,
         gate_figure=gate_figure(client, exp_id, run_id), monitor_checks=monitor_checks(cfg, cycle),
-        sim_to_real={k: v for k, v in metrics.items() if k.startswith(SIM_TO_REAL_PREFIX)},
+        sim_to_real=gap_metrics(metrics),
         failure_analysis=read_record(d / "failure_analysis.json"), interval_note=note,
         created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def gap_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The run's ``sim_to_real_*`` metrics, and the render share of its fine-tune when renders
+    were mixed in or the gap was measured (a share of 0 next to no gap says nothing)."""
+    gap = {k: v for k, v in metrics.items() if k.startswith(SIM_TO_REAL_PREFIX)}
+    if MIX_SHARE in metrics and (gap or metrics[MIX_SHARE] > 0):
+        gap[MIX_SHARE] = metrics[MIX_SHARE]
+    return gap
 
 
 def curve(cfg: PipelineConfig, cycle: int) -> tuple[list[HistoryRow], str]:

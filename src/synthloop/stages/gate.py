@@ -183,13 +183,14 @@ class GateRefused(RuntimeError):
 
 
 def run(cfg: PipelineConfig, *, cycle: int, candidate: ModelRef, candidate_eval: EvalResult,
-        parent_run_id: str | None = None) -> dict[str, Any]:
-    """Decide and apply; returns the decision record (also written to the cycle's state).
+        parent_run_id: str | None = None, record_dir: Path | None = None) -> dict[str, Any]:
+    """Decide and apply; returns the decision record (also written to the cycle's state, or
+    to ``record_dir`` for a candidate that is not a cycle's: stages/cad_retrain.py).
 
     Raises ``GateRefused`` (after recording it in MLflow and in ``gate_refused.json``) when
     the evidence could not be computed: the cycle fails instead of promoting on a guess.
     """
-    record_path = Workspace.of(cfg).cycle_dir(cycle) / "gate.json"
+    record_path = (record_dir or Workspace.of(cfg).cycle_dir(cycle)) / "gate.json"
     done = read_record(record_path)
     if done:
         return done

@@ -28,6 +28,7 @@ from synthloop.gating.cycle_lock import CycleBusy, cycle_lock, record_request
 from synthloop.gating.registry import CHAMPION, get_alias_version
 from synthloop.monitoring.decision import decide_trigger
 from synthloop.stages import drift, ingest
+from synthloop.stages.cad_records import cad_answered
 from synthloop.stages.workspace import Workspace, read_record, write_record
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,13 @@ def finished_cycles(cfg: PipelineConfig) -> int:
 
 
 def cad_changed(cfg: PipelineConfig, client: MlflowClient) -> dict[str, tuple[str, str]]:
-    """Parts whose mesh differs from the one the champion's synthetic set was rendered from."""
+    """Parts whose mesh differs from the one the champion's synthetic set was rendered from:
+    the newest CAD hashes in its chain (a CAD retrain's, else pretrain's)."""
     champ = get_alias_version(client, cfg.registered_model_name, CHAMPION)
     if champ is None:
         return {}
     chain = lineage.trace(client, cfg.registered_model_name, str(champ.version))
-    recorded = chain[-1].cad if chain else {}
+    recorded = next((step.cad for step in chain if step.cad), {})
     return lineage.cad_changes(recorded, lineage.cad_hashes(cfg)) if recorded else {}
 
 
@@ -93,10 +95,14 @@ def check(cfg: PipelineConfig, *, ingest_result: dict[str, Any] | None = None) -
             champion_confidence=result.current_confidence if result else None,
             reference_confidence=result.reference_confidence if result else None, cfg=cfg.trigger)
         cad = cad_changed(cfg, client)
+        answered = bool(cad) and cad_answered(cfg)
         record = {"time": stamp, "run_id": rid, "pipeline": cfg.name, "pool_growth": len(new_ids),
                   "baseline_size": len(base), "ingest": ingest_result,
                   "drift": result.to_dict() if result else None, "trigger": decision.to_dict(),
-                  "cad_changed": {k: list(v) for k, v in cad.items()}}
+                  # an answered revision (retrained, the gate kept the champion) is not
+                  # announced again every hour; a newer CAD revision is
+                  "cad_changed": {} if answered else {k: list(v) for k, v in cad.items()},
+                  "cad_answered": {k: list(v) for k, v in cad.items()} if answered else {}}
         for key, value in {"monitoring.reference": cfg.monitoring.reference,
                            "monitoring.embedding_method": cfg.monitoring.embedding_method,
                            "monitoring.stat_alpha": cfg.monitoring.stat_alpha,

@@ -18,8 +18,8 @@ from synthloop.artifacts import DatasetRef, ModelRef
 from synthloop.config import PipelineConfig
 from synthloop.gating.cycle_lock import cycle_lock
 from synthloop.gating.registry import CHAMPION, get_alias_version, tag_orphaned_versions
-from synthloop.stages import (cycle_report, finetune, gate, label, label_cost, learning_curve,
-                              pretrain, query, render, score)
+from synthloop.stages import (cad_records, cycle_report, finetune, gate, label, label_cost,
+                              learning_curve, pretrain, query, render, score, sim_to_real, steer)
 from synthloop.stages.workspace import Workspace, read_record, write_record
 from synthloop.versioning.remote import commit_and_push
 
@@ -122,9 +122,17 @@ def _run_cycle(cfg: PipelineConfig, cycle: int, parent: str, *, previous: ModelR
                    pool=data["pool"], labeled_ids=have, parent_run_id=parent)
     runner("log-query-batch", lineage.log_query_batch, cfg, parent, batch)
     labeled = runner("label", label.run, cfg, cycle=cycle, batch=batch)
+    if cfg.steer.enabled:  # M_{t-1}'s failures steer a top-up render for this fine-tune
+        runner("steer", steer.run, cfg, cycle=cycle, model=previous, synthetic=data["synthetic"],
+               val=data["val"], parent_run_id=parent, progress=progress)
+    gap = None  # the gap in M_{t-1}'s features, before the fine-tune it may steer
+    if cfg.sim_to_real.enabled or cfg.finetune_mix.mode == "gap_rule":
+        gap = runner("sim-to-real", sim_to_real.run, cfg, cycle=cycle, model=previous,
+                     synthetic=data["synthetic"], pool=data["pool"], labeled=labeled,
+                     parent_run_id=parent, progress=progress)
     candidate, ev = runner("finetune", finetune.run, cfg, cycle=cycle, previous=previous,
                            labeled=labeled, val=data["val"], parent_run_id=parent,
-                           progress=progress)
+                           progress=progress, synthetic=data.get("synthetic"), gap=gap)
     tracking.setup(cfg)  # a resumed cycle may have opened no stage that would have set it
     tracking_datasets.log_datasets(cfg, parent, {"labeled": labeled, "val": data["val"]})
     decision = runner("gate", gate.run, cfg, cycle=cycle, candidate=candidate, candidate_eval=ev,
@@ -204,6 +212,8 @@ def _run_pipeline(cfg: PipelineConfig, *, runner: Runner, cycles: int | None,
     add_to_curve(cfg, curve, rows[0])
     for t in range(1, (cfg.active.cycles if cycles is None else cycles) + 1):
         done = finished_cycle(cfg, t)  # finished cycles are not re-entered stage by stage
+        if not done:  # a CAD retrain promoted since cycle t-1: M_t starts from it
+            model = cad_records.promoted_after(cfg, t - 1) or model
         model, row = done or run_cycle(cfg, t, previous=model, data=data, runner=runner,
                                        progress=progress)
         rows.append(row)

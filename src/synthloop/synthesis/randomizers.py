@@ -5,6 +5,11 @@ index, randomizer name), so changing one randomizer's settings never changes wha
 draw; ``scene`` holds what earlier randomizers of the preset drew (the camera for occluders,
 the table for dropped parts). Look them up by name with ``get_randomizer``.
 
+Sampling weights (``DomainConfig.sampling_weights``, set by failure steering: stages/steer.py)
+reshape a range's draw: a bin by weight, then uniform inside it, from the same one uniform draw
+(``weighted_bin``), so the stream's later draws stay in place. A range without weights draws
+exactly as it always has (the plan is byte-identical).
+
 Conventions: metres, Blender world axes (+z up); quaternions ``[w, x, y, z]``; the camera sits at
 ``look_at + distance * (cos el cos az, cos el sin az, sin el)`` looking at ``look_at``.
 """
@@ -47,6 +52,46 @@ def _count(rng: np.random.Generator, rng_cfg) -> int:
     return int(rng.integers(rng_cfg.min, rng_cfg.max + 1))
 
 
+def weighted_bin(u: float, weights) -> tuple[int, float]:
+    """The bin that ``u`` in [0, 1) falls in when bins have probability ``weights / sum``, and
+    where inside it (a fraction in [0, 1), itself uniform given the bin): one uniform draw gives
+    "a bin by weight, then uniform inside it" and keeps the stream's later draws in place."""
+    p = np.asarray(weights, np.float64)
+    cdf = np.cumsum(p / p.sum())
+    b = min(int(np.searchsorted(cdf, u, side="right")), len(p) - 1)
+    start = cdf[b - 1] if b else 0.0
+    return b, float(min(max((u - start) / (cdf[b] - start), 0.0), np.nextafter(1.0, 0.0)))
+
+
+def _draw(rng: np.random.Generator, domain: DomainConfig, key: str) -> float:
+    """``domain.<key>`` uniformly, or, with ``domain.sampling_weights[key]``, a bin of equal width
+    by weight and a uniform value inside it (without weights: the very same draw as ever)."""
+    weights, r = domain.sampling_weights.get(key), getattr(domain, key)
+    if weights is None:
+        return _uniform(rng, r)
+    b, frac = weighted_bin(rng.random(), weights)
+    return _r(min(r.min + (b + frac) * (r.max - r.min) / len(weights), r.max))
+
+
+def _draw_count(rng: np.random.Generator, domain: DomainConfig, key: str) -> int:
+    """``domain.<key>`` (a count) uniformly, or with its weights: the values min..max cut
+    into ``len(weights)`` runs of (nearly) equal length (``count_bin_starts``), a run by
+    weight, a value uniformly inside it."""
+    weights, r = domain.sampling_weights.get(key), getattr(domain, key)
+    if weights is None:
+        return _count(rng, r)
+    b, frac = weighted_bin(rng.random(), weights)
+    starts = count_bin_starts(r.min, r.max, len(weights))
+    return int(starts[b] + min(int(frac * (starts[b + 1] - starts[b])),
+                               starts[b + 1] - starts[b] - 1))
+
+
+def count_bin_starts(lo: int, hi: int, bins: int) -> list[int]:
+    """Where each of ``bins`` runs of the values lo..hi starts, plus hi + 1 at the end."""
+    n = hi - lo + 1
+    return [lo + (k * n) // bins for k in range(bins + 1)]
+
+
 def _quaternion(rng: np.random.Generator) -> list[float]:
     """A uniformly random rotation, [w, x, y, z]."""
     q = rng.normal(size=4)
@@ -78,11 +123,11 @@ def appearance(rng: np.random.Generator, entry: str, assets: Assets) -> dict:
 
 # ------------------------------------------------------------------------------ camera
 def _camera(rng, domain: DomainConfig, look_at: np.ndarray) -> dict:
-    return {"distance": _uniform(rng, domain.camera_distance),
-            "elevation_deg": _uniform(rng, domain.camera_elevation_deg),
-            "azimuth_deg": _uniform(rng, domain.camera_azimuth_deg),
-            "look_at": _vec(look_at), "roll_deg": _uniform(rng, domain.camera_roll_deg),
-            "focal_length_mm": _uniform(rng, domain.focal_length_mm)}
+    return {"distance": _draw(rng, domain, "camera_distance"),
+            "elevation_deg": _draw(rng, domain, "camera_elevation_deg"),
+            "azimuth_deg": _draw(rng, domain, "camera_azimuth_deg"),
+            "look_at": _vec(look_at), "roll_deg": _draw(rng, domain, "camera_roll_deg"),
+            "focal_length_mm": _draw(rng, domain, "focal_length_mm")}
 
 
 def camera_orbit(rng, ctx: Context, scene: dict) -> dict:
@@ -103,8 +148,8 @@ def camera_overhead(rng, ctx: Context, scene: dict) -> dict:
 def hdri(rng, ctx: Context, scene: dict) -> dict:
     """Environment map: a uniform choice (``pick`` in [0, 1) indexes the HDRI list), strength
     and rotation about z from ``hdri_strength`` / ``hdri_rotation_deg``."""
-    return {"pick": _r(rng.random()), "strength": _uniform(rng, ctx.domain.hdri_strength),
-            "rotation_deg": _uniform(rng, ctx.domain.hdri_rotation_deg)}
+    return {"pick": _r(rng.random()), "strength": _draw(rng, ctx.domain, "hdri_strength"),
+            "rotation_deg": _draw(rng, ctx.domain, "hdri_rotation_deg")}
 
 
 def point_lights(rng, ctx: Context, scene: dict) -> list[dict]:
@@ -113,13 +158,13 @@ def point_lights(rng, ctx: Context, scene: dict) -> list[dict]:
     d = ctx.domain
     cam = scene.get("camera", {"look_at": [0.0, 0.0, 0.0], "distance": 1.0})
     out = []
-    for _ in range(_count(rng, d.point_lights)):
+    for _ in range(_draw_count(rng, d, "point_lights")):
         el, az = np.radians(rng.uniform(20, 85)), rng.uniform(0, 2 * np.pi)
         r = cam["distance"] * rng.uniform(0.6, 2.0)
         loc = np.asarray(cam["look_at"]) + r * np.array([np.cos(el) * np.cos(az),
                                                          np.cos(el) * np.sin(az), np.sin(el)])
-        kelvin = _uniform(rng, d.point_light_kelvin)
-        out.append({"location": _vec(loc), "power_w": _uniform(rng, d.point_light_power_w),
+        kelvin = _draw(rng, d, "point_light_kelvin")
+        out.append({"location": _vec(loc), "power_w": _draw(rng, d, "point_light_power_w"),
                     "kelvin": kelvin, "color": list(kelvin_to_rgb(kelvin)),
                     "radius": _r(rng.uniform(0.02, 0.15))})
     return out
@@ -135,7 +180,7 @@ def _part_identity(rng, ctx: Context) -> dict:
 def parts_floating(rng, ctx: Context, scene: dict) -> list[dict]:
     """``parts_per_image`` parts of uniformly drawn classes and variants near the origin, each
     uniformly rotated; several parts spread out so that they overlap only sometimes."""
-    n = _count(rng, ctx.domain.parts_per_image)
+    n = _draw_count(rng, ctx.domain, "parts_per_image")
     spread = 0.0 if n == 1 else 0.04 + 0.02 * n
     out = []
     for _ in range(n):
@@ -152,7 +197,7 @@ def parts_dropped(rng, ctx: Context, scene: dict) -> list[dict]:
     half = np.asarray(table["size"]) / 2 * 0.8
     placed: list[np.ndarray] = []
     out = []
-    for k in range(_count(rng, ctx.domain.parts_per_image)):
+    for k in range(_draw_count(rng, ctx.domain, "parts_per_image")):
         for _ in range(30):
             xy = rng.uniform(-half, half)
             if all(np.hypot(*(xy - p)) > 0.05 for p in placed):
@@ -190,7 +235,7 @@ def distractors_floating(rng, ctx: Context, scene: dict) -> list[dict]:
     cam_dir = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
     look_at = np.asarray(cam["look_at"])
     out = []
-    for _ in range(_count(rng, ctx.domain.distractors)):
+    for _ in range(_draw_count(rng, ctx.domain, "distractors")):
         if rng.random() < 0.35:  # an occluder on the way to the camera
             t = rng.uniform(0.3, 0.65)
             loc = look_at + cam_dir * cam["distance"] * t + rng.uniform(-0.05, 0.05, 3) * (1 - t)
@@ -220,7 +265,7 @@ def clutter_floor(rng, ctx: Context, scene: dict) -> list[dict]:
     floor_z = -table["height"]
     half = np.asarray(table["size"]) / 2
     out = []
-    for _ in range(_count(rng, ctx.domain.distractors)):
+    for _ in range(_draw_count(rng, ctx.domain, "distractors")):
         shape = _shape(rng, ctx, CLUTTER_SHAPES)
         dims = [rng.uniform(*r) for r in _CLUTTER_SIZE.get(shape, _CLUTTER_SIZE["box"])]
         side = rng.integers(4)  # which side of the table, then a spot along it

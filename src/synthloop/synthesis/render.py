@@ -105,8 +105,13 @@ def plan_shards(domain: DomainConfig, parts: list[PartSpec], out_dir: Path | str
     items = []
     for plan in plan_scenes(domain, parts, start=start, count=count, assets=assets):
         scene = {k: v for k, v in plan.items() if k not in ("background", "sensor")}
+        # Only the meshes of the classes the image shows: a new mesh file for one part (a
+        # cad: part's new parameters, a re-tessellated STEP) leaves the other parts' images
+        # valid (stages/cad_retrain.py re-renders just the changed part's images).
+        shown = {p["class_index"] for p in plan["parts"]}
         items.append({"stem": f"{plan['index']:06d}", "plan": plan, "key": digest(
-            {"plan": scene, "render": render_env, "meshes": meshes, "assets": job_assets})})
+            {"plan": scene, "render": render_env, "assets": job_assets,
+             "meshes": [m for m in meshes if m["class_index"] in shown]})})
     raw = str(out_dir / "raw")
     # grouped by HDRI: a worker rebuilds the environment's importance map only when it changes
     todo = sorted((it for it in items if not is_done(raw, it)),
