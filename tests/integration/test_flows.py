@@ -156,7 +156,7 @@ def test_continuous_training_skips_querying_when_labels_stopped_paying(harness, 
 def test_cad_retrain_flow_records_each_answer_to_the_event(harness, config):
     """The flow the cad-retrain deployment starts on synthloop.cad.changed, on the real stage:
     without a champion there is nothing to retrain; the switch turns the reaction off; each
-    request is logged beside the cycles' (the full chain: tests/e2e/test_cad_retrain.py)."""
+    request is logged beside the cycles' (the full chain: tests/e2e/test_cad_change_retrains.py)."""
     from cad_retrain import cad_retrain
 
     first = cad_retrain(str(config), trigger="cad-changed")

@@ -202,3 +202,14 @@ def test_a_fault_test_may_not_be_allowed_to_skip(fault_suite):
     result = run(pytester, "faults")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*may not be allowed to skip*"])
+
+
+def test_test_modules_have_unique_names_across_folders():
+    """tests/ has no __init__.py files, so pytest imports each test file under its bare name:
+    two folders holding the same file name stop the whole run at collection ("import file
+    mismatch"), which a run of one folder or one file never shows."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted(TESTS.rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(TESTS)))
+    clashes = {name: where for name, where in seen.items() if len(where) > 1}
+    assert not clashes, f"test files with the same name in two folders: {clashes}"
