@@ -1,13 +1,15 @@
 """Serving tests' scene: two tiny registry versions, the app on 127.0.0.1, and a swap callable.
 
 The server runs in a thread on a socket that is bound and listening before the thread starts,
-so clients never race its start-up (their connections wait in the backlog): no polling.
+so no client meets a closed port, and ``loopback_server`` yields once the app's start-up has
+finished, so no client's timeout runs while the champion loads.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,14 @@ def loopback_server(app: Any) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
+    # connections wait in the backlog, but the app's start-up (loading the champion) may take
+    # longer than a client's timeout on a loaded machine: yield once it has finished
+    deadline = time.monotonic() + 120
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
     try:
+        if not server.started:
+            raise RuntimeError("the test server did not start (see its log above)")
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
