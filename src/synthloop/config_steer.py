@@ -1,4 +1,8 @@
-"""Failure-steered rendering in the config (issue 16, part 1). Re-exported by ``synthloop.config``.
+"""What steers a cycle's training data, in the config (issue 16, parts 1 and 2). Re-exported by
+``synthloop.config``: failure-steered rendering (below), and the sim-to-real gap with the
+fine-tune's mix of renders (``SimToRealConfig``, ``FinetuneMixConfig``, at the end).
+
+Failure-steered rendering:
 
 Two pieces, each where it is versioned:
 
@@ -16,7 +20,7 @@ Two pieces, each where it is versioned:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -85,5 +89,52 @@ class SteerConfig(Strict):
         return self
 
 
-__all__ = ["MAX_BINS", "STEERABLE", "STEERABLE_COUNTS", "STEERABLE_RANGES", "SteerConfig",
-           "check_sampling_weights"]
+
+
+class SimToRealConfig(Strict):
+    """The per-cycle sim-to-real gap (stages/sim_to_real.py, monitoring/sim_to_real.py): the
+    model to be fine-tuned embeds ``images`` renders and ``images`` real photos (drawn from the
+    pool, which holds L; never val) and, per class, up to ``max_boxes_per_class`` ground-truth
+    boxes of the renders and of L. Runs when ``enabled`` or when ``finetune_mix.mode`` is
+    gap_rule (which needs it)."""
+
+    enabled: bool = False
+    images: int = Field(default=24, ge=4)
+    max_boxes_per_class: int = Field(default=200, ge=4)
+    folds: int = Field(default=5, ge=2)
+    permutations: int = Field(default=100, ge=0)
+    seed: int = 0
+
+
+class FinetuneMixConfig(Strict):
+    """Renders mixed into each cycle's fine-tune (stages/finetune.py). ``off``: L only, the
+    paper. ``fixed``: ``synthetic_share`` of the training set are renders. ``gap_rule``:
+    ``clip(base * (1 - (2 AUC - 1)) * n0 / (n0 + |L|), lo, hi)`` from the cycle's sim-to-real
+    domain AUC (monitoring/sim_to_real.py: synthetic_share). The share holds for the epoch's
+    composition (renders drawn once per cycle, seeded), not for each batch exactly."""
+
+    mode: Literal["off", "fixed", "gap_rule"] = "off"
+    synthetic_share: float = Field(default=0.25, ge=0.0, lt=1.0)
+    base: float = Field(default=0.5, ge=0.0, lt=1.0)
+    n0: float = Field(default=20.0, gt=0.0)
+    lo: float = Field(default=0.0, ge=0.0, lt=1.0)
+    hi: float = Field(default=0.5, ge=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_off(cls, data: Any) -> Any:
+        # YAML 1.1 reads a bare `mode: off` as false
+        if isinstance(data, dict) and data.get("mode") is False:
+            return {**data, "mode": "off"}
+        return data
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "FinetuneMixConfig":
+        if self.lo > self.hi:
+            raise ValueError(f"finetune_mix: lo {self.lo} > hi {self.hi}")
+        return self
+
+
+__all__ = ["MAX_BINS", "STEERABLE", "STEERABLE_COUNTS", "STEERABLE_RANGES", "FinetuneMixConfig",
+           "SimToRealConfig", "SteerConfig", "check_sampling_weights"]

@@ -117,9 +117,11 @@ def test_union_of_renders_and_labelled_photos_keeps_every_file(tmp_path):
 
 
 def test_revision_names_the_set_of_hashes():
-    a = cad_retrain.revision({"blade": "1" * 16, "vane": "2" * 16})
-    assert a == cad_retrain.revision({"vane": "2" * 16, "blade": "1" * 16}) and len(a) == 12
-    assert a != cad_retrain.revision({"blade": "1" * 16, "vane": "3" * 16})
+    from synthloop.stages.cad_records import cad_revision
+
+    a = cad_revision({"blade": "1" * 16, "vane": "2" * 16})
+    assert a == cad_revision({"vane": "2" * 16, "blade": "1" * 16}) and len(a) == 12
+    assert a != cad_revision({"blade": "1" * 16, "vane": "3" * 16})
 
 
 def test_the_switch_turns_the_reaction_off(tmp_path):

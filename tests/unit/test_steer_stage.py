@@ -120,9 +120,9 @@ def test_uniform_mode_same_top_up_without_weights_and_off_does_nothing(tmp_path)
 def test_the_fine_tune_gets_the_top_up_when_there_is_one(tmp_path):
     cfg, ws, model, synthetic, val = _workspace(tmp_path, "steer.topup_images=2")
     labeled = CocoDataset.load(val.annotations)
-    assert steer.with_topup(cfg, 1, labeled) is labeled  # not rendered yet
+    assert steer.with_topup(labeled, steer.topup_dataset(cfg, 1)) is labeled  # not rendered
     _save(steer.topup_dir(cfg, 1), [(1, {}), (2, {}), (3, {})], cfg.class_names)
     assert steer.topup_dataset(cfg, 1).num_images == 3
-    both = steer.with_topup(cfg, 1, labeled)
+    both = steer.with_topup(labeled, steer.topup_dataset(cfg, 1))
     assert len(both.images) == 5 and len(both.annotations) == 5
-    assert steer.with_topup(cfg, 2, labeled) is labeled
+    assert steer.with_topup(labeled, steer.topup_dataset(cfg, 2)) is labeled

@@ -61,8 +61,6 @@ def call(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any
     return fn(*args, **kwargs)
 
 
-revision = cad_revision  # the records of revision r: state/cad_retrain/<r>/ (cad_retrain_dir)
-record_dir = cad_retrain_dir
 
 
 # ------------------------------------------------------------------------ which images
@@ -229,19 +227,19 @@ def retrain(cfg: PipelineConfig, *, runner: Runner = call, progress: bool = Fals
     tracking.setup(cfg)
     client = MlflowClient()
     now = lineage.cad_hashes(cfg)
-    folder = record_dir(cfg, now)
+    folder = cad_retrain_dir(cfg, now)
     finished = read_record(folder / "retrain.json")
     if finished:
         return finished
     champion = get_alias_version(client, cfg.registered_model_name, CHAMPION)
     if champion is None:
-        return {"outcome": "no champion", "revision": revision(now),
+        return {"outcome": "no champion", "revision": cad_revision(now),
                 "reason": "no champion yet: the first pretrain renders the current meshes"}
     started = read_record(folder / "invalidated.json")
     changed = ({p: tuple(h) for p, h in started["changed"].items()} if started
                else cad_changed(cfg, client))
     if not changed:
-        return {"outcome": "unchanged", "revision": revision(now),
+        return {"outcome": "unchanged", "revision": cad_revision(now),
                 "reason": f"the champion v{champion.version} was trained on these meshes"}
     missing = sorted(p for p, (_, new) in changed.items() if new == "missing")
     if missing:

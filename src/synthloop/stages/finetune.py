@@ -81,7 +81,7 @@ def run(cfg: PipelineConfig, *, cycle: int, previous: ModelRef, labeled: Dataset
                  labels, len(picked), mix["share"], mix["mode"])
     mix["synthetic_images"] = len(train_ds.images) - labels
     topup = steer.topup_dataset(cfg, cycle)  # failure-steered renders (steer:), if any
-    train_ds = steer.with_topup(cfg, cycle, train_ds)
+    train_ds = steer.with_topup(train_ds, topup)
     mix["topup_images"] = len(train_ds.images) - labels - mix["synthetic_images"]
     with tempfile.TemporaryDirectory() as tmp:
         init = tracking.download_checkpoint(previous.uri, Path(tmp))

@@ -70,12 +70,11 @@ def topup_dataset(cfg: PipelineConfig, cycle: int) -> DatasetRef | None:
     return dataset_ref(f"topup-cycle-{cycle}", folder) if (folder / ANNOTATIONS).exists() else None
 
 
-def with_topup(cfg: PipelineConfig, cycle: int, train_ds: CocoDataset) -> CocoDataset:
-    """``train_ds`` plus cycle ``cycle``'s top-up renders (ids renumbered), or ``train_ds``
-    as it is when there are none: the fine-tune's one call (stages/finetune.py)."""
+def with_topup(train_ds: CocoDataset, topup: DatasetRef | None) -> CocoDataset:
+    """``train_ds`` plus the top-up renders ``topup`` (``topup_dataset``; ids renumbered), or
+    ``train_ds`` as it is when there are none: the fine-tune's one call (stages/finetune.py)."""
     from synthloop.data.coco import union
 
-    topup = topup_dataset(cfg, cycle)
     if topup is None:
         return train_ds
     return union([train_ds, CocoDataset.load(topup.annotations, topup.image_root)])
