@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from stack_support import stack_folder, write_stack_config  # noqa: E402
 
 from synthloop.stack.lifecycle import down, up  # noqa: E402
-from synthloop.stack.procs import PidFile  # noqa: E402
+from synthloop.stack.procs import PidFile, process_table  # noqa: E402
 from synthloop.stack.services import ORDER  # noqa: E402
 from synthloop.stack.settings import load_stack  # noqa: E402
 
@@ -33,19 +33,10 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def processes() -> dict[int, tuple[int, int, float, int]]:
-    """pid -> (ppid, pgid, cpu seconds, rss bytes) for every process."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        f = stat[stat.rfind(")") + 2:].split()
-        out[int(entry.name)] = (int(f[1]), int(f[2]), (int(f[11]) + int(f[12])) / TICK,
-                                int(f[21]) * PAGE)
-    return out
+    """pid -> (ppid, pgid, cpu seconds, rss bytes) for every process (/proc/<pid>/stat fields
+    1, 2, 11 + 12 and 21 after the command name: see stack.procs.stat_fields)."""
+    return {pid: (int(f[1]), int(f[2]), (int(f[11]) + int(f[12])) / TICK, int(f[21]) * PAGE)
+            for pid, f in process_table().items()}
 
 
 def service_usage(settings) -> dict[str, tuple[float, float]]:
