@@ -67,7 +67,7 @@ demo-proxy: setup
 ## stack: the production stack as processes on this machine (infra/stack.yaml; PostgreSQL 15
 ## from the OS): `synthloop stack status | logs | down` afterwards
 .PHONY: stack stack-down
-stack: $(VENV)/.installed
+stack: $(VENV)/.installed postgres
 	$(VENV)/bin/synthloop stack up
 
 stack-down:
@@ -77,7 +77,7 @@ stack-down:
 # labelstudio: ~1.5 min and ~1 GB once; the Label Studio round-trip test skips without it.
 # setup-mmdet: ~14 min once on a fresh machine (the mmcv build; 8 s from the cached wheel), so
 # the mmdet tests (~1 min unit + ~4-6 min e2e) run in CI: ~35 min in all, budget 90.
-test: setup labelstudio setup-mmdet browser
+test: setup labelstudio setup-mmdet browser postgres
 	$(PY) -m pytest -q
 
 ## browser: Debian's headless Chromium for the browser checks (MLflow review pages, screenshots);
@@ -89,6 +89,16 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "the browser tests need Chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
 	@chromium --version
+
+## postgres: PostgreSQL 15 from Debian's packages for `synthloop stack` and its tests; installed
+## with apt-get when missing (root), else say how
+.PHONY: postgres
+postgres:
+	@{ postgres --version; /usr/lib/postgresql/15/bin/postgres --version; } 2>/dev/null | grep -q ' 15\.' || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; \
+	  else echo "synthloop stack needs PostgreSQL 15: sudo apt-get install postgresql-15" >&2; exit 1; fi; }
+	@{ postgres --version; /usr/lib/postgresql/15/bin/postgres --version; } 2>/dev/null | grep -m1 ' 15\.'
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not render and not e2e"
