@@ -71,17 +71,21 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_port_taken_is_one_clear_line_and_nothing_starts():
+@pytest.mark.parametrize("service", ["postgres", "serve"])
+def test_port_taken_is_one_clear_line_and_nothing_starts(service):
+    """The first service's port or the last one's: refused before PostgreSQL (or anything) runs."""
     with stack_folder() as folder, socket.socket() as squatter:
         config = write_stack_config(folder)
-        port = load_stack(config).postgres.port
+        port = getattr(load_stack(config), service).port
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
         proc = run_cli("up", "--config", str(config))
         assert proc.returncode == 2
-        assert f"port {port} for postgres is already in use" in proc.stderr
+        assert f"port {port} for {service} is already in use" in proc.stderr
+        assert f"{service}.port" in proc.stderr
         assert "Traceback" not in proc.stderr
-        assert not list((folder / "data" / "run").glob("*.pid"))
+        assert not (folder / "data" / "postgres").exists()  # no cluster was made or started
+        assert not list((folder / "data").glob("run/*.pid"))
 
 
 def test_data_folder_of_another_postgres_version_is_refused():

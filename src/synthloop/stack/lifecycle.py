@@ -35,12 +35,22 @@ def check_data_folder(settings: StackSettings) -> None:
     postgres.check_data_version(settings)
 
 
+def check_ports(settings: StackSettings) -> None:
+    """Every port that a service not running yet will bind is free: a taken one (even the last
+    service's) is an error before anything starts, not after the services before it did."""
+    for name in services(settings):
+        if name in PORT_KEYS and _pid(settings, name).alive_pid() is None:
+            key, port = PORT_KEYS[name]
+            check_port_free(name, port(settings), key)
+
+
 def up(settings: StackSettings, *, echo: Callable[[str], None] = print) -> dict[str, float]:
     """Start every service not already running, in order, each healthy before the next.
     Returns seconds per service (0.0 for one already running) and ``total``."""
     t_start = time.monotonic()
     check_data_folder(settings)
     postgres.find_bin_dir(settings)  # a missing binary is an error before anything starts
+    check_ports(settings)
     for folder in (settings.data_dir, settings.logs_dir, settings.run_dir):
         folder.mkdir(parents=True, exist_ok=True)
     (settings.data_dir / "stack.json").write_text(json.dumps(
