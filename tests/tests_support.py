@@ -89,3 +89,39 @@ def start_moto(monkeypatch, *, port: int = 0):
     server.start()
     host, bound = server.get_host_and_port()
     return server, f"http://{host}:{bound}"
+
+
+def prefect_yaml_expects(deployment: str) -> list[list[str]]:
+    """The ``expect`` list of each event trigger of prefect.yaml's ``deployment``."""
+    import yaml
+
+    deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    (found,) = [d for d in deployments if d["name"] == deployment]
+    return [list(t["expect"]) for t in found.get("triggers", []) if t.get("type") == "event"]
+
+
+def starts_deployment(deployment: str, event: str, *, pipeline: str = "demo") -> bool:
+    """Whether Prefect's server starts prefect.yaml's ``deployment`` on ``event`` sent for
+    ``pipeline`` (resource ``synthloop.pipeline.<pipeline>``), decided as the server decides:
+    its trigger index (``fnmatch`` of the event name against each expected name,
+    prefect.server.events.triggers) and then the trigger's own ``covers`` (event pattern with
+    the trailing ``*`` wildcard, resource match)."""
+    import fnmatch
+    import uuid
+    from datetime import datetime, timezone
+
+    import yaml
+    from prefect.server.events.schemas.automations import EventTrigger
+    from prefect.server.events.schemas.events import ReceivedEvent
+
+    deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    (found,) = [d for d in deployments if d["name"] == deployment]
+    received = ReceivedEvent(occurred=datetime.now(timezone.utc), event=event, id=uuid.uuid4(),
+                             resource={"prefect.resource.id": f"synthloop.pipeline.{pipeline}"})
+    for spec in found.get("triggers", []):
+        trigger = EventTrigger(match=spec["match"], expect=set(spec["expect"]),
+                               posture=spec["posture"], threshold=spec["threshold"])
+        if (any(fnmatch.fnmatchcase(event, e) for e in trigger.expect)
+                and trigger.covers(received)):
+            return True
+    return False

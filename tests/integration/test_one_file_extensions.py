@@ -3,8 +3,9 @@
 The strategy and the trigger below are registered here only (no other file names them); the
 registries (synthloop/active/registry.py, synthloop/monitoring/triggers.py) carry them through
 the config's validation, a cycle (score, query, label for real on a tiny untrained registered
-detector; fine-tune and gate stand-ins, as in test_oracle_routing), the monitor's decision, the
-experiment harness's parameters and grid, and the experiment report's table.
+detector; fine-tune and gate stand-ins, as in test_oracle_routing), the monitor's decision and
+the event prefect.yaml's al-cycle deployment starts on, the experiment harness's parameters and
+grid, and the experiment report's table.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from synthloop.stages import label, monitor, pipeline
 from synthloop.stages.render import dataset_ref
 from synthloop.stages.workspace import Workspace
 from people_support import make_pool, register_tiny_models
-from tests_support import DEMO_CONFIG
+from tests_support import DEMO_CONFIG, starts_deployment
 
 pytestmark = pytest.mark.slow
 POOL = 6
@@ -68,7 +69,7 @@ def asked(measured, params: AskedParams) -> tuple[bool, str]:
 @pytest.fixture
 def registered():
     register_strategy(DetectionCountStrategy)
-    register_trigger("asked", event="synthloop.cycle.asked", rank=5, params=AskedParams)(asked)
+    register_trigger("asked", rank=5, params=AskedParams)(asked)
     try:
         yield
     finally:
@@ -135,6 +136,7 @@ def test_a_strategy_and_a_trigger_added_here_run_through_config_cycle_and_report
     record = monitor.check(cfg)
     assert record["trigger"]["fire"] and record["trigger"]["trigger"] == "asked"
     assert record["trigger"]["event"] == "synthloop.cycle.asked"
+    assert starts_deployment("al-cycle", "synthloop.cycle.asked", pipeline=cfg.name)
     assert MlflowClient().get_run(record["run_id"]).data.params["trigger.on_request"] == "True"
 
     # the experiment: the grid runs it, the harness gives it its parameters, the report a column

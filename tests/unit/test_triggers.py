@@ -1,6 +1,8 @@
 """The trigger registry (monitoring/triggers.py) is the one list of what starts a cycle:
-prefect.yaml's al-cycle deployment listens to exactly its events, the config's ``trigger:``
-keys are its triggers' settings, and a clash between triggers is refused at registration."""
+prefect.yaml's al-cycle deployment starts on every registered event and names no other (a
+trigger registered without an event sends ``synthloop.cycle.<name>``, which its wildcard
+covers), the config's ``trigger:`` keys are its triggers' settings, and a clash between
+triggers is refused at registration."""
 
 from __future__ import annotations
 
@@ -9,23 +11,31 @@ import yaml
 
 from synthloop.config import ConfigError, TriggerConfig, load_config
 from synthloop.monitoring.decision import EVENT_CAD
-from synthloop.monitoring.triggers import (TRIGGERS, TriggerParams, cycle_events,
-                                           register_trigger)
-from tests_support import DEMO_CONFIG, ROOT
+from synthloop.monitoring.triggers import (CYCLE_EVENT_PREFIX, TRIGGERS, TriggerParams,
+                                           cycle_events, register_trigger)
+from tests_support import DEMO_CONFIG, ROOT, prefect_yaml_expects, starts_deployment
 
 
-def al_cycle_expects() -> list[str]:
-    deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
-    (al_cycle,) = [d for d in deployments if d["name"] == "al-cycle"]
-    return [e for t in al_cycle["triggers"] for e in t["expect"]]
+def test_prefect_yaml_starts_a_cycle_on_every_registered_event_and_no_other():
+    (expects,) = prefect_yaml_expects("al-cycle")
+    missed = [e for e in cycle_events() if not starts_deployment("al-cycle", e)]
+    assert not missed, (f"prefect.yaml's al-cycle trigger (definitions.cycle_events) does not "
+                        f"start on {missed}: list them, or register the trigger without an event")
+    stale = sorted({e for e in expects if "*" not in e} - set(cycle_events()))
+    assert not stale, f"prefect.yaml's al-cycle names events no trigger sends: {stale}"
+    assert [e for e in expects if "*" in e] == [f"{CYCLE_EVENT_PREFIX}*"]
+    assert not starts_deployment("al-cycle", EVENT_CAD)  # cad-retrain's event, not a cycle's
 
 
-def test_prefect_yaml_listens_to_exactly_the_registered_cycle_events():
-    expects = al_cycle_expects()
-    assert sorted(expects) == sorted(cycle_events()), (
-        "prefect.yaml's al-cycle `expect` (definitions.cycle_events) must list the events of "
-        "monitoring/triggers.py's registry")
-    assert EVENT_CAD not in expects  # a changed CAD is the cad-retrain deployment's event
+def test_a_trigger_registered_without_an_event_starts_al_cycle():
+    register_trigger("manual-14", rank=99)(lambda m, p: (False, "never"))
+    try:
+        assert TRIGGERS["manual-14"].event == "synthloop.cycle.manual-14"
+        assert "synthloop.cycle.manual-14" in cycle_events()
+        assert starts_deployment("al-cycle", "synthloop.cycle.manual-14")
+    finally:
+        TRIGGERS.pop("manual-14")
+    assert not starts_deployment("al-cycle", "synthloop.cyclexyz")  # the namespace, not a prefix
 
 
 def test_a_changed_cad_starts_the_cad_retrain_deployment():

@@ -4,10 +4,12 @@ A trigger is a pure check registered with ``@register_trigger``: given what the 
 measured (``Measurements``) and its own settings, it says whether it fires and why. From this
 registry come the monitor's decision (``decide_trigger``, monitoring/decision.py, called by
 stages/monitor.py and stack/events.py), the keys allowed under ``trigger:`` in a pipeline YAML
-(config.py ``TriggerConfig``: each trigger's ``params`` model declares its own), and the event
-names the ``al-cycle`` deployment listens to (prefect.yaml; tests/unit/test_triggers.py checks
-that it lists exactly ``cycle_events()``). Adding a trigger is one function here (or in any
-module imported before the config is loaded) plus its event name in prefect.yaml.
+(config.py ``TriggerConfig``: each trigger's ``params`` model declares its own), and the events
+the ``al-cycle`` deployment listens to (prefect.yaml expects the three built-in events and
+``synthloop.cycle.*``; tests/unit/test_triggers.py checks that it covers every
+``cycle_events()`` entry and names no other). A trigger registered without an ``event`` sends
+``synthloop.cycle.<name>``, so adding a trigger is one function here (or in any module imported
+before the config is loaded) and no other file.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Measurements:
 
 
 Check = Callable[[Measurements, Any], tuple[bool, str]]
+CYCLE_EVENT_PREFIX = "synthloop.cycle."  # prefect.yaml's al-cycle expects synthloop.cycle.*
 
 
 @dataclass(frozen=True)
@@ -60,10 +63,13 @@ class Trigger:
 TRIGGERS: dict[str, Trigger] = {}
 
 
-def register_trigger(name: str, *, event: str, rank: int,
+def register_trigger(name: str, *, rank: int, event: str | None = None,
                      params: type[TriggerParams] = TriggerParams) -> Callable[[Check], Check]:
-    """Decorator: register ``check`` as the trigger ``name``. Names, events and parameter
-    names must be unique across triggers (they share the flat ``trigger:`` section)."""
+    """Decorator: register ``check`` as the trigger ``name``; its event is
+    ``synthloop.cycle.<name>`` unless given (an event outside that namespace must also be
+    listed in prefect.yaml's ``cycle_events``). Names, events and parameter names must be
+    unique across triggers (they share the flat ``trigger:`` section)."""
+    event = event or f"{CYCLE_EVENT_PREFIX}{name}"
 
     def add(check: Check) -> Check:
         taken = {k: t.name for t in TRIGGERS.values() if t.name != name
@@ -111,6 +117,7 @@ def check_section(section: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- the built-ins
+# Their events predate the synthloop.cycle.* namespace; prefect.yaml names each of them.
 EVENT_DRIFT = "synthloop.drift.detected"
 EVENT_METRIC = "synthloop.champion.degraded"
 EVENT_POOL = "synthloop.pool.grew"
@@ -155,5 +162,6 @@ def pool_grew(m: Measurements, p: PoolGrowthParams) -> tuple[bool, str]:
     return False, f"pool grew by {m.pool_growth} (< {p.pool_growth_min})"
 
 
-__all__ = ["EVENT_DRIFT", "EVENT_METRIC", "EVENT_POOL", "TRIGGERS", "Measurements", "Trigger",
-           "TriggerParams", "check_section", "cycle_events", "register_trigger", "triggers"]
+__all__ = ["CYCLE_EVENT_PREFIX", "EVENT_DRIFT", "EVENT_METRIC", "EVENT_POOL", "TRIGGERS",
+           "Measurements", "Trigger", "TriggerParams", "check_section", "cycle_events",
+           "register_trigger", "triggers"]
