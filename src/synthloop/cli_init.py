@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from synthloop.synthesis.blender.scenes import DEFAULT as DEFAULT_SCENE, scene_names
+
 _RAW_HELP = """Write a pipeline YAML for your own part(s), render 8 previews and a contact sheet.
 
 From CAD files (STEP/IGES, or STL/OBJ/PLY/glTF meshes) and a folder of camera photos: parts
@@ -50,8 +52,8 @@ def init(name: Optional[str] = typer.Option(None, "--name", help="Pipeline name 
          assembly: str = typer.Option("one-part", "--assembly", help="one-part: a STEP "
                                       "assembly is one class; per-solid: one class per named "
                                       "solid."),
-         scene: str = typer.Option("floating", "--scene", help="Scene preset: floating | "
-                                   "workbench."),
+         scene: str = typer.Option(DEFAULT_SCENE, "--scene", help="Scene preset: "
+                                   f"{' | '.join(scene_names())}."),
          class_map: list[str] = typer.Option([], "--class-map", help="PHOTO_CLASS=PART, or "
                                              "PHOTO_CLASS= to drop (repeatable); photo classes "
                                              "that are no part are dropped anyway."),
@@ -90,8 +92,6 @@ def init(name: Optional[str] = typer.Option(None, "--name", help="Pipeline name 
         problems.append(f"--labels {labels[0]}: format must be yolo or coco")
     if assembly not in ("one-part", "per-solid"):
         problems.append(f"--assembly {assembly}: one-part or per-solid")
-    from synthloop.synthesis.blender.scenes import scene_names
-
     if scene not in scene_names():
         problems.append(f"--scene {scene}: one of {', '.join(scene_names())}")
     bad_units = [u for u in units.values() if u not in ("auto", "mm", "cm", "m", "inch")]

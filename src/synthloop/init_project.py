@@ -22,6 +22,7 @@ import yaml
 
 from synthloop.data.coco import CocoDataset, CocoImage, categories_for
 from synthloop.data.contact_sheet import write_contact_sheet
+from synthloop.synthesis.blender.scenes import DEFAULT as DEFAULT_SCENE
 
 SENSOR_MM = 36.0
 BOX_TO_EXTENT = 0.75  # a randomly posed part's box side is ~3/4 of its longest extent
@@ -45,7 +46,7 @@ class InitOptions:
     val_fraction: float = 0.2
     units: dict[str, str] = field(default_factory=dict)  # file name or stem (or "*") -> unit
     assembly: str = "one-part"  # or "per-solid"
-    scene: str = "floating"
+    scene: str = DEFAULT_SCENE  # a module of synthesis/blender/scenes/
     class_map: dict[str, str | None] = field(default_factory=dict)
     previews: int = 8
     overrides: list[str] = field(default_factory=list)

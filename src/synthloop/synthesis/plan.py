@@ -20,9 +20,20 @@ from synthloop.synthesis.backgrounds import get_background_source
 from synthloop.synthesis.blender.scenes import get_scene, scene_names
 from synthloop.synthesis.randomizers import RANDOMIZERS, Context, get_randomizer
 
+# What every preset's recipe draws: the plan's materials step, the render worker and the image
+# records read these keys (``lights`` and a preset's own, like workbench's ``table``, optional).
+RECIPE_KEYS = ("camera", "hdri", "parts", "part_materials", "distractors", "distractor_materials")
+
+
 def get_scene_preset(name: str) -> tuple[tuple[str, str], ...]:
-    """The recipe of preset ``name`` (its module's ``RECIPE``); ValueError listing the known."""
-    return tuple(get_scene(name).RECIPE)
+    """The recipe of preset ``name`` (its module's ``RECIPE``). ValueError listing the known
+    presets for an unknown name, or naming the ``RECIPE_KEYS`` its recipe does not draw."""
+    recipe = tuple(get_scene(name).RECIPE)
+    missing = [k for k in RECIPE_KEYS if k not in {key for key, _ in recipe}]
+    if missing:
+        raise ValueError(f"scene preset {name!r}: its RECIPE draws no {', '.join(missing)} "
+                         f"(every preset draws {', '.join(RECIPE_KEYS)})")
+    return recipe
 
 
 def scene_presets() -> dict[str, tuple[tuple[str, str], ...]]:
@@ -85,4 +96,4 @@ def plan_scenes(domain: DomainConfig, parts: list[PartSpec], *, start: int = 0,
 
 
 __all__ = ["RANDOMIZERS", "get_scene_preset", "scene_presets", "image_seed", "plan_image",
-           "plan_scenes", "stream"]
+           "plan_scenes", "stream", "RECIPE_KEYS"]

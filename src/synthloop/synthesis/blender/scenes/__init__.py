@@ -3,7 +3,8 @@
 A preset module defines
 
 - ``RECIPE``: ``((plan key, randomizer name), ...)``, what the host draws for every image, in
-  order (synthesis/plan.py; randomizers: synthesis/randomizers.py);
+  order (synthesis/plan.py; randomizers: synthesis/randomizers.py); it draws at least
+  ``plan.RECIPE_KEYS`` (camera, hdri, parts, part_materials, distractors, distractor_materials);
 - ``build(scene, shapes, plans, root) -> state``: in the worker, once a job, the objects the
   preset adds (children of ``root``, the scene's turntable; ``shapes``: shipped meshes);
 - ``randomize(state, plan, materials)``: per image, before the parts are settled;
