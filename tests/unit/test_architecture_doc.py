@@ -82,3 +82,32 @@ def test_the_library_imports_neither_stages_nor_prefect():
                 if name.startswith(("synthloop.stages", "prefect")) or name == "synthloop.stages":
                     bad.append(f"{path.relative_to(ROOT)} imports {name}")
     assert not bad, "the library reaches up (docs/architecture.md, Layers):\n" + "\n".join(bad)
+
+
+FILE_PATH = re.compile(r"(?<![\w./-])((?:src|tests|stages|synthloop|synthesis|detection|flows)/"
+                  r"[\w/]+\.(?:py|md|yaml))")
+
+
+def test_every_file_the_page_names_exists():
+    """Paths like ``stages/label.py``, ``synthloop/reports/cycle_report.py`` or
+    ``tests/unit/...`` (from the repository, src/ or src/synthloop/)."""
+    bases = (ROOT, ROOT / "src", ROOT / "src" / "synthloop")
+    named = sorted(set(FILE_PATH.findall(DOC.read_text())))
+    assert len(named) > 10
+    missing = [p for p in named if not any((b / p).is_file() for b in bases)]
+    assert not missing, f"docs/architecture.md names files that do not exist: {missing}"
+
+
+def test_the_cycle_names_every_stage_the_pipeline_runs():
+    """Each ``runner(name, <stage>.run, ...)`` of stages/pipeline.py has its line in "The
+    cycle, as data"."""
+    text = DOC.read_text()
+    cycle = text.split("## The cycle, as data", 1)[1].split("\n## ", 1)[0]
+    tree = ast.parse((ROOT / "src" / "synthloop" / "stages" / "pipeline.py").read_text())
+    run = {call.args[1].value.id for call in ast.walk(tree)
+           if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "runner"
+           and len(call.args) > 1 and isinstance(call.args[1], ast.Attribute)
+           and call.args[1].attr == "run" and isinstance(call.args[1].value, ast.Name)}
+    assert {"score", "query", "label", "finetune", "gate"} <= run
+    missing = sorted(m for m in run if f"stages/{m}.py" not in cycle)
+    assert not missing, f"stages the pipeline runs but docs/architecture.md's cycle omits: {missing}"
