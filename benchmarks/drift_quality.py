@@ -48,6 +48,7 @@ from synthloop.monitoring.drift import (_embedding_method, _frame, _pca_componen
                                         permutation_threshold, run_checks)
 from synthloop.monitoring.features import (OBJECT_COLUMNS, FeatureTable,  # noqa: E402
                                            feature_table)
+from synthloop.ragged_npz import load_ragged, save_ragged  # noqa: E402
 
 CONDITIONS = ("none", "brightness", "blur", "background", "part_colour")
 
@@ -102,10 +103,12 @@ def build_features(workspace: Path, cfg, out: Path) -> dict[str, FeatureTable]:
         ds = CocoDataset(images, [], pool.categories, folder)
         t0 = time.perf_counter()
         scores = predict_with_probs_and_features(net, ds, batch_size=8, progress=False)
-        np.savez(out / f"{condition}.dets.npz", image_ids=[s.image_id for s in scores],
-                 counts=[len(s.scores) for s in scores],
-                 boxes=np.concatenate([s.boxes.reshape(-1, 4) for s in scores]),
-                 scores=np.concatenate([s.scores for s in scores]))
+        save_ragged(out / f"{condition}.dets.npz", [s.image_id for s in scores],
+                    [len(s.scores) for s in scores],
+                    {"boxes": [s.boxes.reshape(-1, 4) for s in scores],
+                     "scores": [s.scores for s in scores]},
+                    empty={"boxes": np.zeros((0, 4), np.float32),
+                           "scores": np.zeros(0, np.float32)})
         m = cfg.monitoring
         tables[condition] = feature_table(scores, [ds.image_path(im) for im in ds.images],
                                           object_min_score=m.object_min_score,
@@ -126,10 +129,8 @@ def restat_objects(tables: dict[str, FeatureTable], folder: Path, workspace: Pat
              CocoDataset.load(workspace / "data" / "pool" / "annotations.json").images}
     out = {}
     for condition, table in tables.items():
-        with np.load(folder / f"{condition}.dets.npz") as z:
-            splits = np.cumsum(z["counts"])[:-1]
-            dets = dict(zip(z["image_ids"].tolist(), zip(np.split(z["boxes"], splits),
-                                                         np.split(z["scores"], splits))))
+        ids, ragged, _ = load_ragged(folder / f"{condition}.dets.npz", ["boxes", "scores"])
+        dets = dict(zip(ids, zip(ragged["boxes"], ragged["scores"])))
         rows = [object_statistics(read_rgb(folder / condition / names[i]), *dets[i],
                                   min_score=m.object_min_score, max_objects=m.object_max_per_image)
                 for i in table.image_ids]

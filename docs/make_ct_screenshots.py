@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,12 +22,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "images"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def shoot(url: str, out: Path, *, size=(1600, 1000), budget_ms: int = 20000,
@@ -50,7 +43,9 @@ def prefect_shots(config: Path) -> None:
     import tempfile
 
     sys.path.insert(0, str(ROOT / "src"))
+    sys.path.insert(0, str(ROOT / "tests"))  # the one free_port (tests/tests_support.py)
     from synthloop.flows_server import api_post, prefect_exe, start_server
+    from tests_support import free_port
 
     with tempfile.TemporaryDirectory() as tmp:
         srv = start_server(ROOT, port=free_port(), home=Path(tmp) / "home", timeout_s=240)

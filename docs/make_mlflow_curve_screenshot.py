@@ -29,8 +29,9 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=ROOT / "pipelines" / "bolts.yaml")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
-    from people_support import Chromium, free_port
+    from people_support import Chromium
     from review_support import start_mlflow_ui
+    from tests_support import free_port
 
     from synthloop import tracking
     from synthloop.config import load_config

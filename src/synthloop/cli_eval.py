@@ -9,7 +9,8 @@ from typing import NoReturn, Optional
 
 import typer
 
-from synthloop.cli_options import DEFAULT_CONFIG, load_or_exit
+from synthloop.cli_options import (DEFAULT_CONFIG, OverlayOpt, SetOpt, WorkspaceOpt,
+                                   load_or_exit)
 from synthloop.log_setup import setup_logging
 
 
@@ -52,11 +53,9 @@ def evaluate(
                                           "registry holds the model (default pipelines/demo.yaml "
                                           "for registry models); its part names name the classes "
                                           "of checkpoints that carry none."),
-    workspace: Optional[Path] = typer.Option(None, "--workspace", "-w",
-                                             help="Workspace folder (overrides the YAML)."),
-    overlay: list[Path] = typer.Option([], "--overlay", help="Site overlay YAML (repeatable)."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config value, e.g. "
-                                   "--set tracking.uri=http://mlflow:5000 (repeatable)."),
+    workspace: Optional[Path] = WorkspaceOpt,
+    overlay: list[Path] = OverlayOpt,
+    set_: list[str] = SetOpt,
 ) -> None:
     """COCO AP, AP50, AP75 and per-class AP of a model on a labelled photo folder, with a PR
     plot and detections drawn over the ground truth (no pipeline workspace needed for the data).

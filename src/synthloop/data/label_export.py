@@ -19,7 +19,6 @@ pixels; Label Studio holds percentages of the image size (x, y, width, height).
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any, Literal
 from xml.sax.saxutils import quoteattr
 
 from synthloop.data.coco import CocoImage
-from synthloop.io_utils import atomic_write_bytes, atomic_write_text
+from synthloop.io_utils import atomic_write_bytes, atomic_write_text, copy_if_missing
 
 Tool = Literal["labelstudio", "cvat"]
 TOOLS: tuple[str, ...] = ("labelstudio", "cvat")
@@ -179,10 +178,8 @@ def write_export(manifest: ExportManifest, out_dir: Path, *, image_root: Path,
         atomic_write_bytes(folder / "cvat_preannotations_coco.zip", buf.getvalue())
         images = folder / "images"
         images.mkdir(parents=True, exist_ok=True)
-        for im in manifest.images:
-            dst = images / im.file_name
-            if not dst.exists():
-                shutil.copyfile(Path(image_root) / im.file_name, dst)
+        for im in manifest.images:  # each atomically: a crash leaves no half-copied image
+            copy_if_missing(Path(image_root) / im.file_name, images / im.file_name)
     else:
         raise ValueError(f"unknown labelling tool {manifest.tool!r}; known: {', '.join(TOOLS)}")
     manifest.save(out_dir)
