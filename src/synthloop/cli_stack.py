@@ -88,8 +88,8 @@ def logs(service: Optional[str] = typer.Argument(None, help="postgres, s3, mlflo
 
 @stack_app.command()
 def down(config: Path = ConfigOpt, data_dir: Optional[Path] = DataOpt) -> None:
-    """Stop what `stack up` started (the processes its pid files name), newest first; the data
-    folder stays for the next `stack up`."""
+    """Stop what `stack up` started (the processes its pid files name, and what those started,
+    such as the worker's flow runs), newest first; the data folder stays for the next `stack up`."""
     from synthloop.stack.lifecycle import down as stack_down
 
     stopped = stack_down(_settings(config, data_dir), echo=typer.echo)

@@ -33,7 +33,7 @@ from synthloop.flows_server import api_post
 from synthloop import faults, tracking
 from synthloop.gating.cycle_lock import CycleBusy, cycle_lock
 from synthloop.stack import postgres
-from synthloop.stack.procs import PidFile, http_status, process_table, stat_fields, stop
+from synthloop.stack.procs import PidFile, descendants, http_status, stat_fields, stop
 
 FAILED_PUT = re.compile(r'"PUT /api/2\.0/mlflow-artifacts/artifacts/\S+ HTTP/1\.1" 5\d\d')
 
@@ -44,19 +44,6 @@ def _epoch(timestamp: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-
-
-def descendants(root: int) -> list[int]:
-    """``root`` and every process below it (from /proc's parent links)."""
-    children: dict[int, list[int]] = {}
-    for pid, fields in process_table().items():
-        children.setdefault(int(fields[1]), []).append(pid)
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
 
 
 def running(pid: int) -> bool:
@@ -104,7 +91,7 @@ def test_worker_killed_mid_cycle_keeps_the_champion_and_the_next_event_resumes(
             [killed_run] = [r for r in runs() if r["state_type"] == "RUNNING"]
             worker = PidFile(st.run_dir, "worker").alive_pid()
             t_kill = time.time()
-            killed = descendants(worker)
+            killed = [worker, *descendants(worker)]
             for pid in killed:  # the worker host dies: worker and flow-run process at once
                 try:
                     os.kill(pid, signal.SIGKILL)

@@ -1,10 +1,13 @@
 """infra/stack.yaml: one source of truth that compose agrees with; the errors `stack up` gives
 before it starts anything (bad config, port taken, data folder of another version, missing
-binaries); pid files that never signal a process that is not ours."""
+binaries); pid files that never signal a process that is not ours, and a stop that leaves
+nothing ours started running."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +19,7 @@ from stack_support import stack_folder, write_stack_config
 from tests_support import ROOT
 
 from synthloop.stack.lifecycle import up
-from synthloop.stack.procs import PidFile, stop
+from synthloop.stack.procs import PidFile, spawn, stat_fields, stop
 from synthloop.stack.settings import load_stack
 
 COMPOSE = ROOT / "infra" / "compose.yaml"
@@ -131,6 +134,42 @@ def test_stop_never_signals_a_process_that_only_reused_the_pid(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+GRANDCHILD_IN_OWN_SESSION = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                         start_new_session=True)
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_stop_takes_along_what_the_service_started_outside_its_group(tmp_path):
+    """A service's child in a session of its own (as Prefect's worker starts each flow run) is
+    not in the service's process group: `stack down` must still stop it, not orphan it."""
+    pidfile, log = PidFile(tmp_path, "worker"), tmp_path / "worker.log"
+    spawn(pidfile, [sys.executable, "-c", GRANDCHILD_IN_OWN_SESSION], env=dict(os.environ),
+          cwd=tmp_path, log=log)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not log.read_text().strip().split("\n")[-1].isdigit():
+        time.sleep(0.1)
+    child = int(log.read_text().strip().split("\n")[-1])
+    try:
+        assert int(stat_fields(child)[2]) == child  # its own group, not the service's
+        assert stop(pidfile, timeout_s=5) is True
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _running(child):
+            time.sleep(0.1)
+        assert not _running(child)
+    finally:
+        if _running(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
 
 
 def test_zombie_flow_runs_heartbeats_and_automation_are_what_prefect_reads(tmp_path):

@@ -69,6 +69,19 @@ def process_table() -> dict[int, list[str]]:
     return table
 
 
+def descendants(root: int, table: dict[int, list[str]] | None = None) -> list[int]:
+    """Every process below ``root`` (not ``root`` itself), from /proc's parent links."""
+    children: dict[int, list[int]] = {}
+    for pid, fields in (process_table() if table is None else table).items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
 def _start_ticks(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22)."""
     fields = stat_fields(pid)
@@ -122,12 +135,18 @@ def spawn(pidfile: PidFile, cmd: list[str], *, env: dict[str, str], cwd: Path, l
 
 def stop(pidfile: PidFile, *, timeout_s: float = 30.0) -> bool:
     """SIGTERM the recorded process (its whole group when it was started as one), SIGKILL after
-    ``timeout_s``; False when nothing of ours was running. The pid file is removed."""
+    ``timeout_s``; then the same for any process it started outside that group that is still
+    running (Prefect's worker starts each flow run in a session of its own, and a worker killed
+    before it stopped them would leave them running). False when nothing of ours was running.
+    The pid file is removed."""
     pid = pidfile.alive_pid()
     record = pidfile.read() or {}
     if pid is None:
         pidfile.remove()
         return False
+    table = process_table()
+    outside = {p: int(table[p][19]) for p in descendants(pid, table)
+               if not record.get("group") or int(table[p][2]) != pid}
 
     def send(sig: int) -> None:
         try:
@@ -144,8 +163,34 @@ def stop(pidfile: PidFile, *, timeout_s: float = 30.0) -> bool:
         send(signal.SIGKILL)
         time.sleep(0.5)
         _reap(pid)
+    _stop_left_behind(outside, timeout_s)
     pidfile.remove()
     return True
+
+
+def _stop_left_behind(started: dict[int, int], timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL after ``timeout_s``, the processes of ``started`` (pid -> start
+    ticks) that still run (the same start time: not a new process that reused the pid); a
+    process group leader takes its group along."""
+    def running() -> list[int]:
+        return [p for p, ticks in started.items() if _start_ticks(p) == ticks]
+
+    def send(pids: list[int], sig: int) -> None:
+        for p in pids:
+            fields = stat_fields(p)
+            try:
+                os.killpg(p, sig) if fields and int(fields[2]) == p else os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+
+    left = running()
+    if not left:
+        return
+    send(left, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and (left := running()):
+        time.sleep(0.2)
+    send(left, signal.SIGKILL)
 
 
 def _reap(pid: int) -> None:
