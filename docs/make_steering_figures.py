@@ -35,7 +35,7 @@ COLOURS = {"none": "#555555", "none_matched": "#aaaaaa", "uniform": "#1f77b4",
 def _rows(pattern: str) -> list[dict]:
     rows = []
     for path in sorted(RESULTS.glob(pattern)):
-        rows += json.loads(path.read_text())["arms"]
+        rows += json.loads(path.read_text()).get("arms", [])  # a summary file has none
     return rows
 
 
@@ -55,7 +55,8 @@ def steer_figure(out: Path) -> Path | None:
     ax.set_xticks(range(len(arms)), arms)
     ax.set_ylabel("val AP50 (15 real photos)")
     seeds = len({r["seed"] for r in single})
-    ax.set_title(f"one cycle, equal steps, {seeds} seeds\n(dots: seeds, bar: mean)", fontsize=9)
+    ax.set_title(f"one cycle, equal steps, {seeds} seeds (earlier M0_S)\n(dots: seeds, bar: mean)",
+                 fontsize=9)
     if chained:
         for j, metric in enumerate(("AP50", "AP"), start=1):
             ax = axes[0][j]
@@ -75,7 +76,8 @@ def steer_figure(out: Path) -> Path | None:
             ax.set_ylabel(f"val {metric}")
             ax.set_xticks(sorted({r["cycle"] for r in chained}))
             seeds = len({r["seed"] for r in chained})
-            ax.set_title(f"chained cycles, {seeds} seeds (line: mean)", fontsize=9)
+            ax.set_title(f"chained cycles, epochs over each set, {seeds} seeds (line: mean)",
+                         fontsize=9)
             ax.legend(fontsize=8)
     fig.suptitle("Failure-steered vs uniform vs no top-up (bolts)", fontsize=10)
     fig.tight_layout()
