@@ -8,7 +8,9 @@
   the fine-tune, per seed, with the gap rule's share marked (sim_to_real_mix_bolts{,_run2}.json:
   two M0_S from two demo runs);
 - docs/images/cad_retrain_bolts.png: CPU seconds of a CAD-change retrain against re-rendering
-  everything and pretraining again (cad_retrain_bolts.json).
+  everything and pretraining again (cad_retrain_bolts.json, toy size) and, where recorded, the
+  full-size retrain's candidate against the champion it started from
+  (cad_retrain_bolts_full.json, docs/results/bolts_demo_idle.json).
 
     .venv/bin/python docs/make_steering_figures.py
 """
@@ -119,20 +121,41 @@ def cad_figure(out: Path) -> Path | None:
     if not path.exists():
         return None
     d = json.loads(path.read_text())
-    full = [("render all (new mesh)", d["render_all_new_mesh"]["cpu_s"]),
-            ("pretrain", d["pretrain"]["cpu_s"])]
-    fig, ax = plt.subplots(figsize=(8.6, 2.6))
+    full_path = RESULTS / "cad_retrain_bolts_full.json"
+    demo_path = ROOT / "docs" / "results" / "bolts_demo_idle.json"
+    full = json.loads(full_path.read_text()) if full_path.exists() and demo_path.exists() else None
+    fig, axes = plt.subplots(1, 2 if full else 1, figsize=(13.0 if full else 8.6, 2.8),
+                             squeeze=False)
+    ax = axes[0][0]
     left = 0.0
-    for name, cpu in full:
+    for name, cpu in (("render all (new mesh)", d["render_all_new_mesh"]["cpu_s"]),
+                      ("pretrain", d["pretrain"]["cpu_s"])):
         ax.barh(1, cpu, left=left, label=name)
         left += cpu
     ax.barh(0, d["cad_retrain"]["cpu_s"], color="#d62728", label="cad retrain (re-render + fine-tune)")
     ax.set_yticks([0, 1], ["cad retrain", "full redo"])
     ax.set_xlabel("CPU seconds (toy size: 8 renders 320x180)")
-    ax.set_title(f"A changed CAD: retrain {d['cad_retrain_cpu_s']} vs full "
+    ax.set_title(f"Toy size: retrain {d['cad_retrain_cpu_s']} vs full "
                  f"{d['full_rerender_plus_pretrain_cpu_s']} CPU s (x{d['cad_over_full']})",
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if full:
+        ax = axes[0][1]
+        champion = [c for c in json.loads(demo_path.read_text())["cycles"]
+                    if c["version"] == full["cad_retrain_record"]["champion_before"]][0]
+        candidate = full["cad_retrain_record"]["val_metrics"]
+        metrics = ("AP", "AP50", "AP_Bolt", "AP_Washer")
+        xs = range(len(metrics))
+        ax.bar([x - 0.2 for x in xs], [champion[m] for m in metrics], width=0.4,
+               color="#555555", label=f"champion v{champion['version']} (before)")
+        ax.bar([x + 0.2 for x in xs], [candidate[m] for m in metrics], width=0.4,
+               color="#d62728", label=f"retrain v{full['cad_retrain_record']['candidate_version']}"
+                                      f" ({full['cad_retrain_record']['outcome']})")
+        ax.set_xticks(list(xs), metrics)
+        ax.set_ylabel("15 real val photos")
+        ax.set_title(f"Full size: {full['cad_retrain_record']['rerendered']} renders redone, "
+                     f"{full['cad_retrain']['cpu_s']} CPU s", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
