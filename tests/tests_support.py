@@ -91,13 +91,19 @@ def start_moto(monkeypatch, *, port: int = 0):
     return server, f"http://{host}:{bound}"
 
 
-def prefect_yaml_expects(deployment: str) -> list[list[str]]:
-    """The ``expect`` list of each event trigger of prefect.yaml's ``deployment``."""
+def prefect_yaml_deployment(name: str) -> dict:
+    """prefect.yaml's deployment ``name`` (exactly one)."""
     import yaml
 
     deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
-    (found,) = [d for d in deployments if d["name"] == deployment]
-    return [list(t["expect"]) for t in found.get("triggers", []) if t.get("type") == "event"]
+    (found,) = [d for d in deployments if d["name"] == name]
+    return found
+
+
+def prefect_yaml_expects(deployment: str) -> list[list[str]]:
+    """The ``expect`` list of each event trigger of prefect.yaml's ``deployment``."""
+    return [list(t["expect"]) for t in prefect_yaml_deployment(deployment).get("triggers", [])
+            if t.get("type") == "event"]
 
 
 def starts_deployment(deployment: str, event: str, *, pipeline: str = "demo") -> bool:
@@ -110,12 +116,10 @@ def starts_deployment(deployment: str, event: str, *, pipeline: str = "demo") ->
     import uuid
     from datetime import datetime, timezone
 
-    import yaml
     from prefect.server.events.schemas.automations import EventTrigger
     from prefect.server.events.schemas.events import ReceivedEvent
 
-    deployments = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
-    (found,) = [d for d in deployments if d["name"] == deployment]
+    found = prefect_yaml_deployment(deployment)
     received = ReceivedEvent(occurred=datetime.now(timezone.utc), event=event, id=uuid.uuid4(),
                              resource={"prefect.resource.id": f"synthloop.pipeline.{pipeline}"})
     for spec in found.get("triggers", []):
