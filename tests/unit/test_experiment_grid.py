@@ -163,6 +163,19 @@ def test_harness_seeds_the_fine_tuning_and_sizes_its_budget(tmp_path):
     assert harness._train_cfg("R", 16, seed=1).batch_size == cfg.pretrain.batch_size
 
 
+def test_real_only_runs_see_real_parts_at_their_own_size(tmp_path):
+    # crop_scale matches the renders' part sizes to the photos'; R trains on photos only
+    from synthloop.stages.experiment import Harness
+
+    cfg = load_config(write_toy_pipeline(tmp_path, update={
+        "pretrain": {"crop": 64, "crop_scale": [0.5, 1.0]},
+        "experiment": {"scales": {"t": {"finetune_epochs": 2, "min_steps": 3}}}}))
+    harness = Harness(cfg, scale="t", progress=False)
+    assert cfg.pretrain.crop_scale == (0.5, 1.0)
+    r = harness._train_cfg("R", 16, seed=1)
+    assert r.crop_scale is None and r.crop == 64
+
+
 def test_warm_up_takes_at_most_a_fifth_of_a_run(tmp_path):
     from synthloop.stages.experiment import Harness
 

@@ -174,8 +174,11 @@ class Harness:
         # warm-up takes at most a fifth of a run: R's recipe warms up over 30 steps, which would
         # be the whole of a 30-step run on 10 labels
         warmup = min(base.warmup_steps, steps // WARMUP_SHARE)
+        # R trains on real photos only: the pretrain recipe's crop_scale matches the renders'
+        # part sizes to the photos' and would show real parts smaller than they are.
         return base.model_copy(update={"epochs": epochs, "max_minutes": None, "warmup_steps": warmup,
-                                       "eval_every_epochs": epochs, "seed": base.seed + seed})
+                                       "eval_every_epochs": epochs, "seed": base.seed + seed,
+                                       "crop_scale": None})
 
     def _finetune(self, spec: RunSpec, fold: Fold, init: Path | None, labeled: list[int],
                   out: Path | None) -> tuple[dict[str, float], float, int]:
