@@ -49,6 +49,10 @@ def test_multi_cycle_runs_one_chain_a_seed_and_fold():
     assert all([s.cycle for s in c] == list(range(1, 9)) for c in chains)
     assert {(c[0].seed, c[0].fold) for c in chains} == {(s, f) for s in (1, 2) for f in (1, 2, 3)}
     assert multi_cycle_chains(ExperimentConfig(multi_cycle=None)) == []
+    # a grid may chain fewer seeds than its single-cycle cells run
+    fewer = ExperimentConfig(seeds=[1, 2, 3], multi_cycle={"k": 5, "cycles": 2, "seeds": [2]})
+    assert [[(s.seed, s.cycle) for s in c] for c in multi_cycle_chains(fewer)] == [[(2, 1), (2, 2)]]
+    assert {s.seed for s in grid(fewer)} == {1, 2, 3}
 
 
 def test_epochs_budget_grows_with_the_labelled_set():

@@ -60,13 +60,14 @@ def grid(exp: ExperimentConfig) -> list[RunSpec]:
 
 
 def multi_cycle_chains(exp: ExperimentConfig) -> list[list[RunSpec]]:
-    """One chain of cycles 1..n a seed and fold (none without ``multi_cycle``)."""
+    """One chain of cycles 1..n a seed (``multi_cycle.seeds``, else the grid's) and fold
+    (none without ``multi_cycle``)."""
     mc = exp.multi_cycle
     if mc is None:
         return []
     return [[RunSpec("S+R", mc.strategy, seed, mc.k, cycle=t, fold=fold)
              for t in range(1, mc.cycles + 1)]
-            for seed in exp.seeds for fold in fold_indices(exp)]
+            for seed in (mc.seeds or exp.seeds) for fold in fold_indices(exp)]
 
 
 def finetune_budget(num_images: int, batch_size: int, *, epochs: int | None,
