@@ -14,8 +14,8 @@ class MultiCycleConfig(Strict):
     strategy: StrategyName = "dbal"
     k: int = Field(default=25, ge=1)
     cycles: int = Field(default=8, ge=1)
-    # the chains' seeds (one chain a seed and fold); None: the grid's seeds. A chain costs k
-    # fine-tunes and k-1 pool scorings, so a grid may chain fewer seeds than its cells run.
+    # the chains' seeds (one chain a seed and fold); None: the grid's seeds. A chain costs
+    # ``cycles`` fine-tunes and cycles - 1 pool scorings, so a grid may chain fewer seeds.
     seeds: list[int] | None = Field(default=None, min_length=1)
 
 
