@@ -80,7 +80,7 @@ def main() -> None:
         out: dict[tuple[str, int], list[dict]] = defaultdict(list)
         for r in res["single"]:
             s = r["spec"]
-            if s["setting"] == "S+R" and s.get("cycle", 0) == 0:
+            if s["setting"] == "S+R":  # "single" holds one-cycle runs only (chains: "multi")
                 out[(s["strategy"], s["k"])].append(r)
         return out
 
