@@ -97,7 +97,9 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=["R10", "R25", "S"])
     ap.add_argument("--starts", nargs="+", default=["imagenet", "scratch"],
                     choices=["imagenet", "imagenet_bn", "scratch"])
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=300,
+                    help="training budget; whole epochs run, so the last point can be up to an "
+                         "epoch past it (the JSON keeps both)")
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
@@ -108,6 +110,8 @@ def main() -> None:
                     help="patch scale factors to compare: '1' (evaluation scale) or 'LO,HI' "
                          "(log-uniform, e.g. 0.5,1.0: renders whose parts are too big)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--synthetic", type=Path, default=None,
+                    help="COCO folder of the renders for S (default: <workspace>/data/synthetic)")
     args = ap.parse_args()
 
     cache = ROOT / "workspace" / ".bench-bolts-real"
@@ -118,7 +122,7 @@ def main() -> None:
     results = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
     for name in args.sets:
         if name == "S":
-            syn = args.workspace / "data" / "synthetic"
+            syn = args.synthetic or args.workspace / "data" / "synthetic"
             train_ds = CocoDataset.load(syn / "annotations.json", syn / "images")
         else:
             train_ds = subset(pool, int(name[1:]), args.seed)
@@ -129,8 +133,12 @@ def main() -> None:
             curve = run_curve(train_ds, val, start=start, steps=args.steps,
                               eval_every=args.eval_every, recipe=recipe, seed=args.seed,
                               threads=args.threads, crop_scale=crop_scale)
+            # training runs whole epochs: "steps" is what ran (the last curve point), which
+            # can pass the "steps_requested" of --steps by up to an epoch
             results["runs"][key] = {"set": name, "start": start, "seed": args.seed,
-                                    "images": len(train_ds.images), "steps": args.steps,
+                                    "images": len(train_ds.images),
+                                    "steps": curve[-1]["step"] if curve else 0,
+                                    "steps_requested": args.steps,
                                     "crop_scale": list(crop_scale) if crop_scale else None,
                                     "curve": curve}
             results.update(machine=f"{platform.processor() or platform.machine()}, "
