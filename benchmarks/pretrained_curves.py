@@ -57,7 +57,8 @@ def subset(ds: CocoDataset, k: int, seed: int) -> CocoDataset:
 
 def run_curve(train_ds: CocoDataset, val: CocoDataset, *, start: str, steps: int, eval_every: int,
               recipe: dict, seed: int, threads: int,
-              crop_scale: tuple[float, float] | None = None) -> list[dict]:
+              crop_scale: tuple[float, float] | None = None,
+              crop_near_parts: float = 0.8) -> list[dict]:
     seed_everything(seed)
     # imagenet: frozen BN statistics (the default for a pretrained backbone); imagenet_bn: the
     # same weights with BatchNorm trained on batches of 4 crops; scratch: random weights.
@@ -66,7 +67,8 @@ def run_curve(train_ds: CocoDataset, val: CocoDataset, *, start: str, steps: int
     model = build_detector(cfg=cfg, num_classes=len(CLASSES))
     per_epoch = max(1, -(-len(train_ds.images) // recipe["batch_size"]))
     tcfg = TrainConfig(**recipe, epochs=-(-steps // per_epoch), seed=seed, num_threads=threads,
-                       eval_every_epochs=10_000, patience=10_000, crop_scale=crop_scale)
+                       eval_every_epochs=10_000, patience=10_000, crop_scale=crop_scale,
+                       crop_near_parts=crop_near_parts)
     curve: list[dict] = []
     clock = {"start": time.process_time(), "eval": 0.0, "next": eval_every}
 
@@ -109,6 +111,8 @@ def main() -> None:
     ap.add_argument("--crop-scales", nargs="+", default=["1"],
                     help="patch scale factors to compare: '1' (evaluation scale) or 'LO,HI' "
                          "(log-uniform, e.g. 0.5,1.0: renders whose parts are too big)")
+    ap.add_argument("--crop-near-parts", type=float, default=0.8,
+                    help="share of patches centred near a part (the rest: anywhere, background)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--synthetic", type=Path, default=None,
                     help="COCO folder of the renders for S (default: <workspace>/data/synthetic)")
@@ -128,11 +132,13 @@ def main() -> None:
             train_ds = subset(pool, int(name[1:]), args.seed)
         for start, cs in [(st, c) for st in args.starts for c in args.crop_scales]:
             crop_scale = None if cs == "1" else tuple(float(v) for v in cs.split(","))
-            key = f"{name}/{start}/seed{args.seed}" + (f"/scale{cs}" if crop_scale else "")
+            key = (f"{name}/{start}/seed{args.seed}" + (f"/scale{cs}" if crop_scale else "")
+                   + (f"/near{args.crop_near_parts:g}" if args.crop_near_parts != 0.8 else ""))
             print(f"{key}: {len(train_ds.images)} training images", flush=True)
             curve = run_curve(train_ds, val, start=start, steps=args.steps,
                               eval_every=args.eval_every, recipe=recipe, seed=args.seed,
-                              threads=args.threads, crop_scale=crop_scale)
+                              threads=args.threads, crop_scale=crop_scale,
+                              crop_near_parts=args.crop_near_parts)
             # training runs whole epochs: "steps" is what ran (the last curve point), which
             # can pass the "steps_requested" of --steps by up to an epoch
             results["runs"][key] = {"set": name, "start": start, "seed": args.seed,
@@ -140,6 +146,7 @@ def main() -> None:
                                     "steps": curve[-1]["step"] if curve else 0,
                                     "steps_requested": args.steps,
                                     "crop_scale": list(crop_scale) if crop_scale else None,
+                                    "crop_near_parts": args.crop_near_parts,
                                     "curve": curve}
             results.update(machine=f"{platform.processor() or platform.machine()}, "
                                    f"{torch.get_num_threads()} threads", recipe=recipe,

@@ -312,6 +312,9 @@ class TrainConfig(Strict):
     # [lo, hi]. Renders whose parts come out bigger than in the photos (the bolts renders:
     # median bolt 82 px vs 57 px in the photos) are shown at the photos' sizes. None: 1.
     crop_scale: tuple[float, float] | None = None
+    # With crop: the share of patches centred near a random box; the rest lie anywhere in the
+    # image, where the background (floor, clutter around a table) is what the model sees.
+    crop_near_parts: float = Field(default=0.8, ge=0.0, le=1.0)
     # Also score the validation set after each evaluation, for the record only (val AP against
     # training CPU time: benchmarks/bolts_recipe.py); never used to keep or stop a model.
     monitor_val: bool = False

@@ -55,6 +55,24 @@ def test_crop_scale_shows_parts_at_a_range_of_sizes(tmp_path):
     assert max(widths) - min(widths) > 5.0  # a range, not one size
 
 
+def test_crop_near_parts_sets_the_share_of_patches_with_a_part(tmp_path):
+    # one 20x10 box in an 800x400 image (evaluation scale 1): a 128 px patch anywhere holds it
+    # about 1 time in 20
+    ds = _dataset(tmp_path, n=1, size=(800, 400))
+
+    def share_with_box(near: float) -> float:
+        data = DetectionDataset(ds, crop=128, resize=(400, 800), seed=5, crop_near_parts=near)
+        return sum(len(data[0][1]["boxes"]) > 0 for _ in range(200)) / 200
+
+    assert share_with_box(1.0) > 0.9  # centred within 0.4 patch of the box: (nearly) always in
+    assert share_with_box(0.0) < 0.15  # anywhere: mostly background
+    assert 0.35 < share_with_box(0.5) < 0.7
+    with pytest.raises(ValueError, match="crop_near_parts"):
+        DetectionDataset(ds, crop=128, resize=(400, 800), crop_near_parts=1.5)
+    with pytest.raises(ValueError):
+        TrainConfig(crop=64, crop_near_parts=-0.1)
+
+
 def test_crop_scale_is_checked():
     with pytest.raises(ValueError, match="crop_scale needs crop"):
         TrainConfig(crop_scale=(0.5, 1.0))

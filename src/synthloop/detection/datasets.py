@@ -67,19 +67,23 @@ class DetectionDataset(Dataset):
     sees it at inference*, i.e. resized by the factor its transform would apply with
     ``resize=(min_size, max_size)``; the detector must then skip its own training resize
     (``model.transform._skip_resize``). Objects keep the pixel size they have at evaluation
-    while a step costs a crop, not a whole image. 80 % of the crops are centred near a random
-    box (more positives a step), the rest anywhere. ``crop_scale`` (lo, hi): each patch's scale
+    while a step costs a crop, not a whole image. A share ``crop_near_parts`` (default 80 %) of
+    the crops are centred near a random box (more positives a step), the rest anywhere. ``crop_scale`` (lo, hi): each patch's scale
     is that evaluation scale times a log-uniform factor in [lo, hi].
     """
 
     def __init__(self, coco: CocoDataset, *, augment: str = "none", seed: int = 0,
                  crop: int | None = None, resize: tuple[int, int] | None = None,
-                 crop_scale: tuple[float, float] | None = None) -> None:
+                 crop_scale: tuple[float, float] | None = None,
+                 crop_near_parts: float = 0.8) -> None:
         if crop is not None and resize is None:
             raise ValueError("crop needs resize=(min_size, max_size) of the detector")
         if crop_scale is not None and crop is None:
             raise ValueError("crop_scale needs crop")
+        if not 0.0 <= crop_near_parts <= 1.0:
+            raise ValueError(f"crop_near_parts {crop_near_parts}: give a share in [0, 1]")
         self.crop_scale = crop_scale
+        self.crop_near_parts = crop_near_parts
         self.coco = coco
         self.augment_name = augment
         self._augment = build_augmentation(augment, seed=seed)
@@ -126,7 +130,7 @@ class DetectionDataset(Dataset):
             scale *= float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
         side = self.crop / scale  # crop side in source pixels
         cw, ch = min(side, w), min(side, h)
-        if len(boxes) and rng.random() < 0.8:
+        if len(boxes) and rng.random() < self.crop_near_parts:
             b = boxes[rng.integers(len(boxes))]
             cx = (b[0] + b[2]) / 2 + rng.uniform(-0.4, 0.4) * cw
             cy = (b[1] + b[3]) / 2 + rng.uniform(-0.4, 0.4) * ch

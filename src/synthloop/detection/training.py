@@ -286,7 +286,8 @@ def _train(model: nn.Module, train_ds: CocoDataset, *, cfg: TrainConfig, val_ds:
     if cfg.crop is not None:  # patches come at evaluation scale: the detector must not resize
         resize = (int(model.transform.min_size[0]), int(model.transform.max_size))
     data = DetectionDataset(train_ds, augment=cfg.augment, seed=cfg.seed, crop=cfg.crop,
-                            resize=resize, crop_scale=cfg.crop_scale)
+                            resize=resize, crop_scale=cfg.crop_scale,
+                            crop_near_parts=cfg.crop_near_parts)
 
     while state.epoch < cfg.epochs and not state.stop_reason:
         started = time.monotonic()
