@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -58,7 +59,7 @@ def subset(ds: CocoDataset, k: int, seed: int) -> CocoDataset:
 def run_curve(train_ds: CocoDataset, val: CocoDataset, *, start: str, steps: int, eval_every: int,
               recipe: dict, seed: int, threads: int,
               crop_scale: tuple[float, float] | None = None,
-              crop_near_parts: float = 0.8) -> list[dict]:
+              crop_near_parts: float = 0.8, keep: Path | None = None) -> list[dict]:
     seed_everything(seed)
     # imagenet: frozen BN statistics (the default for a pretrained backbone); imagenet_bn: the
     # same weights with BatchNorm trained on batches of 4 crops; scratch: random weights.
@@ -91,6 +92,9 @@ def run_curve(train_ds: CocoDataset, val: CocoDataset, *, start: str, steps: int
     with tempfile.TemporaryDirectory() as tmp:
         train(model, train_ds, cfg=tcfg, val_ds=None, checkpoint_dir=Path(tmp), progress=False,
               on_epoch=on_epoch)
+        if keep is not None:  # the final weights (best.pt: the last epoch without val_ds)
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(tmp) / "best.pt", keep)
     return curve
 
 
@@ -114,6 +118,9 @@ def main() -> None:
     ap.add_argument("--crop-near-parts", type=float, default=0.8,
                     help="share of patches centred near a part (the rest: anywhere, background)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--keep-models", type=Path, default=None,
+                    help="folder that receives each run's final weights (for `synthloop "
+                         "evaluate --model PATH`)")
     ap.add_argument("--synthetic", type=Path, default=None,
                     help="COCO folder of the renders for S (default: <workspace>/data/synthetic)")
     args = ap.parse_args()
@@ -138,7 +145,9 @@ def main() -> None:
             curve = run_curve(train_ds, val, start=start, steps=args.steps,
                               eval_every=args.eval_every, recipe=recipe, seed=args.seed,
                               threads=args.threads, crop_scale=crop_scale,
-                              crop_near_parts=args.crop_near_parts)
+                              crop_near_parts=args.crop_near_parts,
+                              keep=(args.keep_models / (key.replace("/", "_") + ".pt")
+                                    if args.keep_models else None))
             # training runs whole epochs: "steps" is what ran (the last curve point), which
             # can pass the "steps_requested" of --steps by up to an epoch
             results["runs"][key] = {"set": name, "start": start, "seed": args.seed,

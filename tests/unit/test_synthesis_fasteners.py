@@ -139,6 +139,20 @@ def test_bolts_pipeline_needs_nothing_outside_the_repository():
         assert real.path.is_relative_to(ROOT / "datasets" / "bolts_real") and real.path.is_dir()
 
 
+def test_bolts_oblique_scene_overlay_loads_and_makes_its_cad(tmp_path):
+    base = load_config(ROOT / "pipelines" / "bolts.yaml")
+    cfg = load_config(ROOT / "pipelines" / "bolts.yaml",
+                      overlays=[ROOT / "pipelines" / "overlays" / "bolts_oblique_scene.yaml"])
+    assert (cfg.synthetic.width, cfg.synthetic.height) == (1280, 720)
+    assert cfg.synthetic.camera_elevation_deg.max < base.synthetic.camera_elevation_deg.min + 15
+    assert cfg.pool == base.pool and cfg.val == base.val  # only the renders change
+    sizes = {p.name: p.cad.sizes for p in cfg.parts}
+    assert "M8x16" in sizes["Bolt"] and "M16" in sizes["Washer"]
+    for part in cfg.parts:  # every size is one the generator knows: a closed solid each
+        for path in fastener_stl_files(part.cad.fastener, part.cad.sizes, tmp_path / part.name):
+            check_solid(path, read_stl(path))
+
+
 def test_bad_cad_in_a_pipeline_file_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"parts\.0\.cad.*unknown hex-bolt size 'M10x7'"):
         load_config(ROOT / "pipelines" / "bolts.yaml",
@@ -168,10 +182,12 @@ def test_render_stage_generates_cad_into_the_workspace(tmp_path, monkeypatch):
         render_stage.run(cfg, "synthetic", progress=False)
     cad = (tmp_path / "ws" / "cad").resolve()
     meshes = seen["meshes"]
-    assert [(m["name"], Path(m["path"]).name) for m in meshes] == [
-        ("Bolt", "hex_bolt_M10x100.stl"), ("Bolt", "hex_bolt_M10x40.stl"),
-        ("Bolt", "hex_bolt_M10x60.stl"), ("Bolt", "hex_bolt_M10x80.stl"),
-        ("Washer", "washer_M10.stl"), ("Washer", "washer_M8.stl")]
+    # one mesh per size of the pipeline file, in name order within each part
+    sizes = {p.name: p.cad.sizes for p in cfg.parts}
+    assert len(sizes["Bolt"]) >= 4 and len(sizes["Washer"]) >= 2
+    assert [(m["name"], Path(m["path"]).name) for m in meshes] == (
+        [("Bolt", f"hex_bolt_{s}.stl") for s in sorted(sizes["Bolt"])]
+        + [("Washer", f"washer_{s}.stl") for s in sorted(sizes["Washer"])])
     assert all(Path(m["path"]).parent.parent == cad and m["unit"] == "mm" for m in meshes)
     assert len({Path(m["path"]).parent for m in meshes}) == 2  # one folder per part's parameters
     assert [p.materials for p in seen["parts"]] == [p.materials for p in cfg.parts]
@@ -182,7 +198,7 @@ def test_render_stage_generates_cad_into_the_workspace(tmp_path, monkeypatch):
     changed = load_config(ROOT / "pipelines" / "bolts.yaml", overrides=[
         f"workspace={tmp_path / 'ws'}",
         "parts=[{name: Bolt, cad: {fastener: hex-bolt, sizes: [M10x40]}},"
-        " {name: Washer, cad: {fastener: washer, sizes: [M8, M10]}}]"])
+        f" {{name: Washer, cad: {{fastener: washer, sizes: [{', '.join(sizes['Washer'])}]}}}}]"])
     assert lineage.cad_changes(hashes, lineage.cad_hashes(changed)).keys() == {"Bolt"}
 
 

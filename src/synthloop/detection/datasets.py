@@ -68,8 +68,9 @@ class DetectionDataset(Dataset):
     ``resize=(min_size, max_size)``; the detector must then skip its own training resize
     (``model.transform._skip_resize``). Objects keep the pixel size they have at evaluation
     while a step costs a crop, not a whole image. A share ``crop_near_parts`` (default 80 %) of
-    the crops are centred near a random box (more positives a step), the rest anywhere. ``crop_scale`` (lo, hi): each patch's scale
-    is that evaluation scale times a log-uniform factor in [lo, hi].
+    the crops are centred near a random box (more positives a step), the rest anywhere.
+    ``crop_scale`` (lo, hi): each patch's scale is that evaluation scale times a log-uniform
+    factor in [lo, hi].
     """
 
     def __init__(self, coco: CocoDataset, *, augment: str = "none", seed: int = 0,
