@@ -3,8 +3,9 @@
 For each checkpoint, run it on datasets/bolts_real/valid (15 photos, 1920x1080, bottles dropped)
 and sort every detection with score >= --score into:
 
-- ``tp``: IoU >= 0.5 with a ground-truth box of its class (two detections of one part both
-  count: ``found`` counts parts);
+- ``tp``: matched to a ground-truth box of its class at IoU >= 0.5 (COCO's greedy rule, highest
+  score first: ``synthloop.steering.failures``);
+- ``duplicate``: IoU >= 0.5 with a box of its class that a higher-scoring detection took;
 - ``piece``: IoU 0.1-0.5 with a box of its class (a piece of a part, or a box around several);
 - ``wrong_class``: IoU >= 0.5 with a box of the other class;
 - ``background``: none of these, split into ``on_table`` (inside the rectangle around the photo's
@@ -35,61 +36,43 @@ from synthloop.stages.evaluate import (  # noqa: E402
     predict_dataset,
 )
 from synthloop.stages.model_source import load_model_under_test  # noqa: E402
+from synthloop.steering.failures import iou_matrix, match_dataset  # noqa: E402
 
-KINDS = ("tp", "piece", "wrong_class", "on_table", "off_table")
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes: (len(a), len(b))."""
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
+KINDS = ("tp", "duplicate", "piece", "wrong_class", "on_table", "off_table")
 
 
 def classify(ds, preds, score: float) -> dict:
-    """Counts per class: detections by kind (see the module docstring) and recall at 0.5."""
+    """Counts per class: detections by kind (see the module docstring) and parts found, on the
+    project's greedy COCO matching at IoU 0.5 (``steering.failures.match_dataset``)."""
     names = {c["id"]: c["name"] for c in ds.categories}
     out = {n: {**{k: 0 for k in KINDS}, "gt": 0, "found": 0} for n in names.values()}
-    by_image: dict[int, list] = {}
-    for a in ds.annotations:
-        if not a.iscrowd:
-            by_image.setdefault(a.image_id, []).append(a)
-    sizes = {im.id: (im.width, im.height) for im in ds.images}
-    for p in preds:
-        gts = by_image.get(p.image_id, [])
-        g = np.array([[a.bbox[0], a.bbox[1], a.bbox[0] + a.bbox[2], a.bbox[1] + a.bbox[3]]
-                      for a in gts], np.float64).reshape(-1, 4)
-        gl = np.array([a.category_id for a in gts], np.int64)
-        keep = p.scores >= score
-        b, lab = p.boxes[keep].astype(np.float64), p.labels[keep]
-        m = iou(b, g)
-        w, h = sizes[p.image_id]
-        if len(g):
-            x0, y0 = g[:, 0].min() - 0.05 * w, g[:, 1].min() - 0.05 * h
-            x1, y1 = g[:, 2].max() + 0.05 * w, g[:, 3].max() + 0.05 * h
-        for i in range(len(b)):
-            row = out[names[int(lab[i])]]
-            same, other = m[i][gl == lab[i]], m[i][gl != lab[i]]
-            if same.size and same.max() >= 0.5:
+    matches = match_dataset(ds, preds, iou=0.5, min_score=score)
+    for im in ds.images:
+        m = matches[im.id]
+        g, gl = m.gt_boxes, m.gt_labels
+        for label, missed in zip(gl, m.gt_missed):
+            out[names[int(label)]]["gt"] += 1
+            out[names[int(label)]]["found"] += int(not missed)
+        if len(g):  # the table: the parts' rectangle widened by 5 % of the frame
+            pad = np.array([-0.05 * im.width, -0.05 * im.height, 0.05 * im.width,
+                            0.05 * im.height])
+            table = np.r_[g[:, :2].min(0), g[:, 2:].max(0)] + pad
+        ious = iou_matrix(m.det_boxes, g)
+        for i, (box, label, false) in enumerate(zip(m.det_boxes, m.det_labels, m.det_false)):
+            row = out[names[int(label)]]
+            same, other = ious[i][gl == label], ious[i][gl != label]
+            if not false:
                 row["tp"] += 1
+            elif same.size and same.max() >= 0.5:
+                row["duplicate"] += 1
             elif same.size and same.max() >= 0.1:
                 row["piece"] += 1
             elif other.size and other.max() >= 0.5:
                 row["wrong_class"] += 1
             else:
-                cx, cy = (b[i, 0] + b[i, 2]) / 2, (b[i, 1] + b[i, 3]) / 2
-                inside = len(g) and x0 <= cx <= x1 and y0 <= cy <= y1
+                cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+                inside = len(g) and table[0] <= cx <= table[2] and table[1] <= cy <= table[3]
                 row["on_table" if inside else "off_table"] += 1
-        for j in range(len(g)):
-            row = out[names[int(gl[j])]]
-            row["gt"] += 1
-            row["found"] += int(bool(len(b)) and bool((m[:, j][lab == gl[j]] >= 0.5).any()))
     return out
 
 
@@ -122,11 +105,12 @@ def main() -> None:
 
 def table(results: dict) -> str:
     lines = [f"detections with score >= {results['score']} on valid/:",
-             "| model | class | tp | piece | wrong class | background on table | "
-             "background off table | recall@0.5 |", "|---|---|---|---|---|---|---|---|"]
+             "| model | class | tp | duplicate | piece | wrong class | background on table | "
+             "background off table | recall@0.5 |", "|---|---|---|---|---|---|---|---|---|"]
     for key, run in sorted(results["runs"].items()):
         for cls, r in run.items():
-            lines.append(f"| {key} | {cls} | {r['tp']} | {r['piece']} | {r['wrong_class']} | "
+            lines.append(f"| {key} | {cls} | {r['tp']} | {r['duplicate']} | {r['piece']} | "
+                         f"{r['wrong_class']} | "
                          f"{r['on_table']} | {r['off_table']} | {r['found']}/{r['gt']} |")
     return "\n".join(lines)
 
