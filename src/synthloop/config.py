@@ -149,8 +149,8 @@ class DomainConfig(Strict):
     """How one image domain is rendered (synthetic training set, or the demo's proxy real set).
 
     Scene presets: ``floating`` (the paper's: parts in free space, a photo behind) and
-    ``workbench``. Materials are preset names (``brushed_steel``, ``random_texture``, ...) or
-    ``texture:<image file or folder>``. Paths other than part meshes resolve against the CWD.
+    ``workbench``. Materials are preset names (``brushed_steel``, ``random_texture``,
+    ``printed`` packaging, ...) or ``texture:<image file or folder>``. Paths other than part meshes resolve against the CWD.
     """
 
     num_images: int = Field(gt=0)

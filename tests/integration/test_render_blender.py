@@ -193,6 +193,37 @@ def test_workbench_parts_rest_on_the_table_deterministically(tmp_path, render_cf
     assert {a.category_id for a in ds.annotations} <= {1, 2} and ds.annotations
 
 
+def test_printed_distractors_show_their_designs(tmp_path, render_cfg):
+    """``printed`` distractors: the host draws the designs the plans use into prints/, the
+    worker box-projects them, and the distractors come out busier than plain plastic."""
+    import json
+
+    one = render_cfg.model_copy(update={"workers": 1})
+    edges = {}
+    for material in ("printed", "plastic"):
+        domain = DOMAIN.model_copy(update={
+            "num_images": 2, "width": 320, "height": 192, "samples": 4, "denoise": True,
+            "distractors": IntRange(min=8, max=8), "distractor_materials": [material]})
+        out = tmp_path / material
+        render_domain(domain, PARTS, ["blade"], out, render_cfg=one, progress=False)
+        job = json.loads(next((out / "raw" / "jobs").glob("*.json")).read_text())
+        designs = sorted({d["print"] for it in job["images"] for d in it["plan"]["distractors"]
+                          if "print" in d})
+        assert sorted(p.name for p in (out / "prints").glob("*.png")) == \
+            [f"print_{d:03d}.png" for d in designs]
+        assert ("prints_dir" in job) == (material == "printed") == bool(designs)
+        inside, busy = 0, 0
+        for i in range(2):
+            ids = np.load(out / "raw" / f"{i:06d}.ids.npz")["ids"]
+            grey = np.asarray(Image.open(out / "raw" / f"{i:06d}.png").convert("L"), np.float32)
+            step = np.abs(np.diff(grey, axis=1))
+            mask = (ids[:, 1:] >= 1001) & (ids[:, 1:] == ids[:, :-1]) & (ids[:, 1:] < 3000)
+            inside, busy = inside + mask.sum(), busy + (step[mask] > 20).sum()
+        assert inside > 1000, inside  # the distractors are in view
+        edges[material] = busy / inside
+    assert edges["printed"] > 2 * edges["plastic"], edges
+
+
 @pytest.mark.slow
 def test_shards_map_on_a_dask_cluster(tmp_path, render_cfg):
     """The same shard API on dask.distributed: map render_shard, then merge_shards."""

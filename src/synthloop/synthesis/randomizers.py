@@ -27,6 +27,7 @@ from synthloop.synthesis.assets import Assets
 from synthloop.synthesis.blender.presets import (CLUTTER_SHAPES, FLOOR_MATERIALS, MATERIALS,
                                                  PATTERNS, PRIMITIVE_SHAPES, TABLE_MATERIALS,
                                                  TEXTURE_PREFIX, kelvin_to_rgb)
+from synthloop.synthesis.prints import PRINT_DESIGNS
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ def appearance(rng: np.random.Generator, entry: str, assets: Assets) -> dict:
     rgb = colorsys.hsv_to_rgb(rng.uniform(*p["hue"]) % 1.0, rng.uniform(*p["sat"]),
                               rng.uniform(*p["val"]))
     out = {"material": entry, "color": _vec(rgb), "roughness": _r(rng.uniform(*p["rough"]))}
+    if p["texture"] == "print":
+        out.update(print=int(rng.integers(PRINT_DESIGNS)), tex_scale=1.0)
     if p["texture"] == "pattern":
         second = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.1, 1.0), rng.uniform(0.05, 0.95))
         out.update(color2=_vec(second), pattern=int(rng.integers(len(PATTERNS))),

@@ -25,6 +25,7 @@ from synthloop.synthesis.assets import Assets, resolve_assets
 from synthloop.synthesis.blender.worker import is_done
 from synthloop.synthesis.meshes import prepare_part_meshes
 from synthloop.synthesis.plan import plan_scenes
+from synthloop.synthesis.prints import PRINTS_VERSION, uses_prints, write_prints
 from synthloop.synthesis.scale_check import (ScaleError, check_class_boxes, check_scale,
                                              format_sizes, part_sizes)
 from synthloop.synthesis.shards import (RenderError, ShardJob, ShardResult, _src_dir, digest,
@@ -75,6 +76,24 @@ def _check_names(parts: list[PartSpec], class_names: list[str]) -> None:
                          f"names {[p.name for p in parts]} in order")
 
 
+def _print_designs(plans) -> set[int]:
+    """Every ``printed`` design the plans use (looks anywhere in a plan carry ``print``)."""
+    found: set[int] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if "print" in node:
+                found.add(int(node["print"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    for plan in plans:
+        walk(plan)
+    return found
+
+
 def plan_shards(domain: DomainConfig, parts: list[PartSpec], out_dir: Path | str, *,
                 render_cfg: RenderConfig | None = None, start: int = 0,
                 count: int | None = None, assets: Assets | None = None,
@@ -95,6 +114,8 @@ def plan_shards(domain: DomainConfig, parts: list[PartSpec], out_dir: Path | str
     check_scale(sizes, domain)  # before Blender starts: a wrong unit fails here, loudly
     settings = render_settings(domain, render_cfg, profile=profile)
     job_assets = {"distractor_meshes": list(assets.distractor_meshes), "hdris": list(assets.hdris)}
+    if uses_prints(domain, parts):  # the designs' version is part of every image's key
+        job_assets.update(prints_dir=str(out_dir / "prints"), prints_version=PRINTS_VERSION)
     finish = {"min_visibility": domain.min_visibility, "max_truncation": domain.max_truncation,
               "box_mode": domain.box_mode, "drop_empty_images": domain.drop_empty_images}
     # Neither the thread count nor the device changes what an image shows: finished images
@@ -118,6 +139,8 @@ def plan_shards(domain: DomainConfig, parts: list[PartSpec], out_dir: Path | str
                   key=lambda it: (it["plan"]["hdri"]["pick"], it["plan"]["index"]))
     missing = {it["stem"] for it in todo}
     done = [it for it in items if it["stem"] not in missing]
+    if todo and "prints_dir" in job_assets:  # the worker's interpreter has no Pillow
+        write_prints(_print_designs(it["plan"] for it in todo), Path(job_assets["prints_dir"]))
     python = find_blender_python(render_cfg) if todo else None
     n = max(render_cfg.workers, math.ceil(len(todo) / render_cfg.shard_size)) if todo else 0
     size = math.ceil(len(todo) / n) if n else 0

@@ -3,10 +3,14 @@
 Per-object variation costs nothing at render time: the plan's colour and roughness go into
 ``Object.color`` (RGB + roughness in alpha), pattern parameters into object custom properties
 (``syn_color2``, ``syn_pattern``, ``syn_scale``) read by Attribute nodes. Every texture is
-evaluated in object space (image textures by box projection), so no mesh needs UVs.
+evaluated in object space (image textures by box projection), so no mesh needs UVs. Printed
+packaging (``printed``) uses the design PNGs the host drew into the job's ``prints_dir``
+(``synthesis.prints``; this interpreter has bpy but not Pillow).
 """
 
 from __future__ import annotations
+
+import os
 
 import bpy
 
@@ -39,7 +43,7 @@ def _object_coords(nodes, links, scale_attr: bool = False):
 
 def _roughness_texture(nodes, links, style: str):
     """A 0..1 factor that modulates roughness: brushed streaks, speckle, or coarse roughness."""
-    if style in ("none", "pattern"):
+    if style in ("none", "pattern", "print"):
         return None
     mapping = nodes.new("ShaderNodeMapping")
     noise = nodes.new("ShaderNodeTexNoise")
@@ -182,14 +186,41 @@ def texture_material(path: str) -> bpy.types.Material:
     return mat
 
 
-class MaterialLibrary:
-    """Preset materials built up front; image-texture materials built on first use."""
+def print_material(design: int, folder: str | None) -> bpy.types.Material:
+    """Print ``design`` (``folder``/print_NNN.png, drawn by the host), box-projected once over
+    each face of a unit-sized object (object coordinates -0.5..0.5 moved to 0..1)."""
+    path = os.path.join(folder or "", f"print_{design:03d}.png")
+    if not folder or not os.path.isfile(path):
+        raise FileNotFoundError(f"print design {design}: {path} is missing (the host draws the "
+                                f"designs a plan uses into the job's prints_dir)")
+    mat = texture_material(path)
+    mat.name = f"syn_print_{design:03d}"
+    nodes, links = mat.node_tree.nodes, mat.node_tree.links
+    tex = next(n for n in nodes if n.bl_idname == "ShaderNodeTexImage")
+    tex.extension = "EXTEND"
+    shift = nodes.new("ShaderNodeVectorMath")
+    shift.operation = "ADD"
+    shift.inputs[1].default_value = (0.5, 0.5, 0.5)
+    links.new(tex.inputs["Vector"].links[0].from_socket, shift.inputs[0])
+    links.new(shift.outputs["Vector"], tex.inputs["Vector"])
+    return mat
 
-    def __init__(self):
+
+class MaterialLibrary:
+    """Preset materials built up front; image-texture and print materials built on first use."""
+
+    def __init__(self, prints_dir: str | None = None):
         self.presets = {name: build_material(name) for name in MATERIALS}
         self.textures: dict[str, bpy.types.Material] = {}
+        self.prints: dict[int, bpy.types.Material] = {}
+        self.prints_dir = prints_dir
 
     def get(self, look: dict) -> bpy.types.Material:
+        if "print" in look:
+            design = int(look["print"])
+            if design not in self.prints:
+                self.prints[design] = print_material(design, self.prints_dir)
+            return self.prints[design]
         if look["material"] != "texture":
             return self.presets[look["material"]]
         if look["texture"] not in self.textures:

@@ -44,6 +44,10 @@ MATERIALS: dict[str, dict] = {
                      metallic=0.0, anisotropic=0.0, texture="terrazzo"),
     "paper_sheet": dict(hue=(0.0, 1.0), sat=(0.15, 0.6), val=(0.55, 0.95), rough=(0.7, 0.95),
                   metallic=0.0, anisotropic=0.0, texture="none"),
+    # printed packaging (product labels, cartons with tape and shipping labels, bags): one of
+    # synthesis.prints' designs, box-projected once per face, lightly tinted by the colour
+    "printed": dict(hue=(0.0, 1.0), sat=(0.0, 0.1), val=(0.85, 1.0), rough=(0.3, 0.8),
+                    metallic=0.0, anisotropic=0.0, texture="print"),
 }
 TEXTURE_PREFIX = "texture:"  # a material entry "texture:<file or folder>" uses image textures
 PATTERNS = ("noise", "cells", "waves", "checker", "stripes")

@@ -163,7 +163,8 @@ def build(job: dict, tmp_dir: str) -> dict:
     n_lights = max([len(p.get("lights", [])) for p in plans] + [0])
     h = {"scene": scene, "camera": camera, "root": root, "world": setup_world(scene, job),
          "fixed_world": job.get("profile") != "blender_default",
-         "materials": MaterialLibrary(), "part_meshes": part_meshes, "part_scales": scales,
+         "materials": MaterialLibrary(job.get("prints_dir")), "part_meshes": part_meshes,
+         "part_scales": scales,
          "shapes": shapes,
          "part_slots": [_slot_object(f"part_{i}", part_meshes[0], scene, root)
                         for i in range(n_parts)],

@@ -4,6 +4,7 @@ A job json (``shards.ShardJob.worker_job``) holds ``out_dir``, the render settin
 ``height``, ``samples``, ``denoise``, ``quality``, ``scene``, ``threads``, ``profile``,
 ``device``: auto | gpu | cpu, see ``devices``),
 ``meshes`` ([{name, class_index, variant, path, unit}]), ``distractor_meshes``, ``hdris``,
+``prints_dir`` (when a plan uses ``printed``: the designs as print_NNN.png),
 ``finish`` (filters) and ``images`` ([{stem, key, plan}]). For each image the worker writes,
 into ``out_dir``, each file atomically (temp + rename) and in this order: ``<stem>.png`` (RGBA,
 straight alpha), ``<stem>.ids.npz`` (``ids``: (H, W) uint16 object pass index, 0 = nothing)
