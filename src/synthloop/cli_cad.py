@@ -46,20 +46,28 @@ def fastener(kind: str = typer.Argument(..., help=f"One of: {', '.join(KINDS)}."
                                                          "(hex-bolt) or M8 (washer)."),
              out: Path = typer.Option(Path("."), "--out", "-o", help="Folder for the STL files "
                                       "(made if missing)."),
+             threads: str = typer.Option("none", "--threads", help="hex-bolt only: none "
+                                         "(plain shank), full (threaded up to the head) or iso "
+                                         "(ISO 4014: 2d+6 mm from the tip); V grooves of the "
+                                         "ISO coarse pitch."),
              quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the paths.")
              ) -> None:
     import numpy as np
 
-    from synthloop.synthesis.fasteners import FastenerError, fastener_dimensions, write_fastener
+    from synthloop.synthesis.fasteners import (FastenerError, fastener_dimensions,
+                                               thread_length, write_fastener)
     from synthloop.synthesis.meshes import read_stl
 
     try:
         dims = [fastener_dimensions(kind, size) for size in sizes]  # all checked before writing
+        if threads != "none" and kind != "hex-bolt":
+            raise FastenerError(f"--threads {threads}: only hex-bolt parts have threads")
+        thread_length(1.0, 1.0, threads)  # an unknown style fails before anything is written
     except FastenerError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
     for size, dim in zip(sizes, dims):
-        path = write_fastener(kind, size, out)
+        path = write_fastener(kind, size, out, threads)
         if quiet:
             typer.echo(str(path))
             continue
@@ -67,6 +75,8 @@ def fastener(kind: str = typer.Argument(..., help=f"One of: {', '.join(KINDS)}."
         extent = tri.reshape(-1, 3).max(0) - tri.reshape(-1, 3).min(0)
         volume = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6
         params = ", ".join(f"{k} {v:g}" for k, v in dim.items())
+        if kind == "hex-bolt":
+            params += f", threads {threads}"
         typer.echo(f"{path}: {kind} {size} ({params} mm), box "
                    f"{' x '.join(f'{e:.2f}' for e in extent)} mm, volume {volume:.1f} mm^3, "
                    f"{len(tri)} triangles")

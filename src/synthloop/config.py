@@ -54,10 +54,13 @@ class IntRange(Strict):
 
 class CadSpec(Strict):
     """A part generated from parameters: a ``fastener`` kind and its ``sizes`` (one variant
-    each, e.g. ``[M10x40, M10x60]``), millimetres; see ``synthloop cad fastener --help``."""
+    each, e.g. ``[M10x40, M10x60]``), millimetres; see ``synthloop cad fastener --help``.
+    ``threads`` (bolts): ``none`` (plain shank, the default), ``full`` or ``iso`` (ISO 4014:
+    ``2 d + 6`` mm threaded from the tip)."""
 
     fastener: Literal["hex-bolt", "washer"]
     sizes: list[str] = Field(min_length=1)
+    threads: Literal["none", "full", "iso"] = "none"
 
     @model_validator(mode="after")
     def _known_sizes(self) -> "CadSpec":
@@ -66,6 +69,8 @@ class CadSpec(Strict):
         names = [fastener_file_name(self.fastener, size) for size in self.sizes]
         if len(set(names)) != len(names):
             raise ValueError(f"cad sizes {self.sizes} repeat a size")
+        if self.fastener != "hex-bolt" and self.threads != "none":
+            raise ValueError(f"cad threads {self.threads!r}: only hex-bolt parts have threads")
         return self
 
 

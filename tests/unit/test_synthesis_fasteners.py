@@ -54,6 +54,43 @@ def test_fastener_is_a_closed_solid_of_the_right_size(tmp_path, kind, size, box,
     assert mesh_info(path)["format"] == "stl"
 
 
+@pytest.mark.parametrize("size, threads, threaded", [
+    ("M10x80", "full", 80.0), ("M10x80", "iso", 26.0), ("M10x20", "iso", 20.0),
+    ("M6x20", "full", 20.0),
+])
+def test_threaded_bolts_are_closed_grooved_and_keep_their_size(tmp_path, size, threads,
+                                                               threaded):
+    plain_v, plain_f = fastener_mesh("hex-bolt", size)
+    v, f = fastener_mesh("hex-bolt", size, threads)
+    assert _closed_and_outward(v, f)
+    np.testing.assert_allclose(v.max(0) - v.min(0), plain_v.max(0) - plain_v.min(0), rtol=1e-9)
+    d = fastener_dimensions("hex-bolt", size)["d"]
+    pitch = {6: 1.0, 10: 1.5}[int(d)]
+    r = np.hypot(v[:, 0], v[:, 1])
+    shank = v[:, 2] < -1e-9
+    roots = shank & (r > 0) & (r < d / 2 - 0.5 * pitch)  # groove bottoms, not the tip
+    assert roots.any()
+    z_roots = np.unique(np.round(v[roots, 2], 6))
+    np.testing.assert_allclose(np.diff(z_roots), pitch, rtol=1e-6)  # one groove a pitch
+    assert z_roots.max() - z_roots.min() == pytest.approx(threaded - pitch, abs=pitch)
+    # the grooves take ~ pi * d * depth / 2 per unit length out of the shank
+    removed = _volume(plain_v[plain_f]) - _volume(v[f])
+    assert removed == pytest.approx(np.pi * d * 0.6134 * pitch / 2 * threaded, rel=0.1)
+    assert cad_key("hex-bolt", [size], threads) != cad_key("hex-bolt", [size])
+    path = fastener_stl_files("hex-bolt", [size], tmp_path, threads)[0]
+    check_solid(path, read_stl(path))
+
+
+def test_threads_only_for_bolts_and_known_styles():
+    assert CadSpec(fastener="hex-bolt", sizes=["M10x40"], threads="iso").threads == "iso"
+    with pytest.raises(ValueError, match="only hex-bolt parts have threads"):
+        CadSpec(fastener="washer", sizes=["M8"], threads="full")
+    with pytest.raises(ValueError):
+        CadSpec(fastener="hex-bolt", sizes=["M8x40"], threads="fine")
+    with pytest.raises(FastenerError, match=r"unknown threads 'fine' \(known: none, full, iso\)"):
+        fastener_mesh("hex-bolt", "M8x40", "fine")
+
+
 @pytest.mark.parametrize("kind, size, message", [
     ("hex-bolt", "M11x60", r"unknown hex-bolt size 'M11x60' \(known: M<d>x<L> with d in M3, "),
     ("hex-bolt", "M10x61", r"L \(mm\) in 6, 8, .* 200"),
@@ -93,6 +130,19 @@ def test_cad_command_writes_closed_stl_files(tmp_path):
         check_solid(path, read_stl(path))
     res = _cli("cad", "fastener", "washer", "M8", "--out", str(tmp_path / "m"), "--quiet")
     assert res.exit_code == 0 and res.output.strip() == str(tmp_path / "m" / "washer_M8.stl")
+
+
+def test_cad_command_cuts_threads(tmp_path):
+    plain = _cli("cad", "fastener", "hex-bolt", "M10x40", "--out", str(tmp_path / "a"))
+    cut = _cli("cad", "fastener", "hex-bolt", "M10x40", "--threads", "iso",
+               "--out", str(tmp_path / "b"))
+    assert plain.exit_code == cut.exit_code == 0, cut.output
+    assert "box 18.48 x 16.00 x 46.40 mm" in cut.output and "threads iso" in cut.output
+    tri = read_stl(tmp_path / "b" / "hex_bolt_M10x40.stl")
+    check_solid(tmp_path / "b" / "hex_bolt_M10x40.stl", tri)
+    assert len(tri) > 4 * len(read_stl(tmp_path / "a" / "hex_bolt_M10x40.stl"))
+    bad = _cli("cad", "fastener", "washer", "M8", "--threads", "full", "--out", str(tmp_path))
+    assert bad.exit_code == 2 and "only hex-bolt" in bad.output
 
 
 def test_cad_command_rejects_unknown_kinds_and_sizes(tmp_path):
@@ -151,6 +201,18 @@ def test_bolts_oblique_scene_overlay_loads_and_makes_its_cad(tmp_path):
     for part in cfg.parts:  # every size is one the generator knows: a closed solid each
         for path in fastener_stl_files(part.cad.fastener, part.cad.sizes, tmp_path / part.name):
             check_solid(path, read_stl(path))
+
+
+def test_threaded_overlay_changes_only_the_bolts_threads():
+    overlays = [ROOT / "pipelines" / "overlays" / n
+                for n in ("bolts_oblique_scene.yaml", "bolts_printed_clutter.yaml")]
+    base = load_config(ROOT / "pipelines" / "bolts.yaml", overlays=overlays)
+    cfg = load_config(ROOT / "pipelines" / "bolts.yaml",
+                      overlays=[*overlays, ROOT / "pipelines" / "overlays" / "bolts_threaded.yaml"])
+    assert [p.cad.threads for p in cfg.parts] == ["iso", "none"]
+    for a, b in zip(base.parts, cfg.parts):
+        assert (a.name, a.cad.sizes, a.materials) == (b.name, b.cad.sizes, b.materials)
+    assert cfg.synthetic == base.synthetic
 
 
 def test_bad_cad_in_a_pipeline_file_names_the_key(tmp_path):

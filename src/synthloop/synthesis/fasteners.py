@@ -1,11 +1,15 @@
 """Parametric fastener CAD: ISO-like hex bolts and flat washers as closed meshes in millimetres.
 
-Dimensions (nominal, no tolerances, no thread, no chamfer):
+Dimensions (nominal, no tolerances, no chamfer):
 
 - ``hex-bolt`` ``M<d>x<L>`` (ISO 4017-like): a hexagonal head of width across flats ``s`` and
   height ``k`` on a plain round shank of diameter ``d`` and length ``L`` (under the head). The
   head spans z in [0, k], the shank z in [-L, 0]; two head corners lie on the x axis, so the
-  bounding box is ``2 s / sqrt(3)`` (across corners) x ``s`` x ``k + L``.
+  bounding box is ``2 s / sqrt(3)`` (across corners) x ``s`` x ``k + L``. ``threads``: ``none``
+  (a plain shank), ``full`` (ISO 4017: threaded up to the head) or ``iso`` (ISO 4014: the
+  thread runs ``b = 2 d + 6`` mm from the tip, so long bolts keep a plain shank under the head,
+  short ones are threaded all along). A thread is cut as V grooves of the ISO coarse pitch, 60
+  degrees, depth ``0.61 P`` (rings, not a helix: the same look at the scale of a photo).
 - ``washer`` ``M<d>`` (ISO 7089-like): a flat ring of inner diameter ``d1``, outer ``d2``,
   thickness ``h``, z in [0, h].
 
@@ -40,6 +44,10 @@ WASHERS = {3: (3.2, 7.0, 0.5), 4: (4.3, 9.0, 0.8), 5: (5.3, 10.0, 1.0), 6: (6.4,
            8: (8.4, 16.0, 1.6), 10: (10.5, 20.0, 2.0), 12: (13.0, 24.0, 2.5),
            16: (17.0, 30.0, 3.0), 20: (21.0, 37.0, 3.0), 24: (25.0, 44.0, 4.0)}
 KINDS = ("hex-bolt", "washer")
+THREADS = ("none", "full", "iso")
+# ISO 261 coarse pitch, millimetres
+COARSE_PITCH = {3: 0.5, 4: 0.7, 5: 0.8, 6: 1.0, 8: 1.25, 10: 1.5, 12: 1.75, 16: 2.0, 20: 2.5,
+                24: 3.0}
 
 
 class FastenerError(ValueError):
@@ -132,14 +140,44 @@ def revolve(profile: list[tuple[np.ndarray | None, float]], *, closed: bool):
     return np.concatenate(verts), np.concatenate(faces).astype(np.int64)
 
 
-def hex_bolt(*, d: float, length: float, s: float, k: float):
-    """Hex head (across flats ``s``, height ``k``) on a shank (``d`` x ``length``), mm."""
+def thread_length(d: float, length: float, threads: str) -> float:
+    """Threaded length from the tip, mm: 0 (``none``), ``length`` (``full``) or ISO 4014's
+    ``b = 2 d + 6`` capped at ``length`` (``iso``)."""
+    if threads not in THREADS:
+        raise FastenerError(f"unknown threads {threads!r} (known: {', '.join(THREADS)})")
+    return {"none": 0.0, "full": length, "iso": min(length, 2 * d + 6)}[threads]
+
+
+def _thread_rings(d: float, length: float, threaded: float, pitch: float) -> list:
+    """Shank rings from under the head (z = 0) down to the tip: plain down to the thread, then
+    V grooves of ``pitch`` (crest at ``d``, root ``0.61 pitch`` deeper) to the tip."""
+    crest, root = d / 2, d / 2 - 0.6134 * pitch
+    start = -(length - threaded)  # where the thread begins
+    rings = [(_circle(crest), 0.0)]
+    if start < 0:
+        rings.append((_circle(crest), start))
+    n = int(np.floor(threaded / pitch))
+    for i in range(n):
+        z = start - i * pitch
+        rings += [(_circle(root), z - pitch / 2), (_circle(crest), z - pitch)]
+    if rings[-1][1] > -length + 1e-9:
+        rings.append((_circle(crest), -length))
+    return rings
+
+
+def hex_bolt(*, d: float, length: float, s: float, k: float, threads: str = "none",
+             pitch: float | None = None):
+    """Hex head (across flats ``s``, height ``k``) on a shank (``d`` x ``length``), mm; the
+    shank threaded as ``threads`` says (``pitch`` defaults to ISO coarse for ``d``)."""
     if not 0 < d < s or length <= 0 or k <= 0:
         raise FastenerError(f"hex bolt: need 0 < d < s and positive length and k "
                             f"(d={d}, s={s}, length={length}, k={k})")
-    head, shank = _hexagon(s), _circle(d / 2)
-    return revolve([(None, k), (head, k), (head, 0.0), (shank, 0.0), (shank, -length),
-                    (None, -length)], closed=False)
+    threaded = thread_length(d, length, threads)
+    pitch = pitch or COARSE_PITCH.get(int(d), 0.15 * d)
+    head = _hexagon(s)
+    shank = (_thread_rings(d, length, threaded, pitch) if threaded > 0
+             else [(_circle(d / 2), 0.0), (_circle(d / 2), -length)])
+    return revolve([(None, k), (head, k), (head, 0.0), *shank, (None, -length)], closed=False)
 
 
 def washer(*, d1: float, d2: float, h: float):
@@ -150,10 +188,11 @@ def washer(*, d1: float, d2: float, h: float):
     return revolve([(inner, h), (outer, h), (outer, 0.0), (inner, 0.0)], closed=True)
 
 
-def fastener_mesh(kind: str, size: str):
-    """``(vertices (V, 3) float mm, faces (F, 3) int)`` of ``kind`` at ``size``."""
+def fastener_mesh(kind: str, size: str, threads: str = "none"):
+    """``(vertices (V, 3) float mm, faces (F, 3) int)`` of ``kind`` at ``size`` (``threads``:
+    bolts only)."""
     dims = fastener_dimensions(kind, size)
-    return hex_bolt(**dims) if kind == "hex-bolt" else washer(**dims)
+    return hex_bolt(**dims, threads=threads) if kind == "hex-bolt" else washer(**dims)
 
 
 # --------------------------------------------------------------------------------------- files
@@ -163,31 +202,36 @@ def fastener_file_name(kind: str, size: str) -> str:
     return f"{kind.replace('-', '_')}_{str(size).strip().upper().replace('X', 'x')}.stl"
 
 
-def write_fastener(kind: str, size: str, out_dir: Path | str) -> Path:
+def write_fastener(kind: str, size: str, out_dir: Path | str, threads: str = "none") -> Path:
     """Write one fastener as a binary STL in millimetres into ``out_dir``; returns the path."""
     from synthloop.synthesis.mesh_io import write_stl
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return write_stl(out_dir / fastener_file_name(kind, size), *fastener_mesh(kind, size))
+    return write_stl(out_dir / fastener_file_name(kind, size),
+                     *fastener_mesh(kind, size, threads))
 
 
-def cad_key(kind: str, sizes: list[str]) -> str:
-    """12 hex digits naming the generated meshes of ``kind`` x ``sizes`` (and the generator)."""
+def cad_key(kind: str, sizes: list[str], threads: str = "none") -> str:
+    """12 hex digits naming the generated meshes of ``kind`` x ``sizes`` (and the generator).
+    Plain bolts (``threads`` none) keep the key they had before threads existed."""
     body = {"generator": GENERATOR_VERSION, "fastener": kind,
             "sizes": [fastener_file_name(kind, s) for s in sizes]}
+    if kind == "hex-bolt" and threads != "none":
+        body["threads"] = threads
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def fastener_stl_files(kind: str, sizes: list[str], cad_root: Path | str) -> list[Path]:
+def fastener_stl_files(kind: str, sizes: list[str], cad_root: Path | str,
+                       threads: str = "none") -> list[Path]:
     """The STL of every size, generated once into ``<cad_root>/<cad_key>/`` (a cache).
 
     Files already there are kept: the folder name fixes their content. Returns the paths in
     ``sizes`` order.
     """
-    folder = Path(cad_root) / cad_key(kind, sizes)
+    folder = Path(cad_root) / cad_key(kind, sizes, threads)
     paths = []
     for size in sizes:
         path = folder / fastener_file_name(kind, size)
-        paths.append(path if path.is_file() else write_fastener(kind, size, folder))
+        paths.append(path if path.is_file() else write_fastener(kind, size, folder, threads))
     return paths

@@ -237,7 +237,7 @@ def cad_part_files(part, cad_root: Path | str) -> list[Path]:
     """The STL variants of a ``PartSpec`` with ``cad``, generated (once) under ``cad_root``."""
     from synthloop.synthesis.fasteners import fastener_stl_files
 
-    return fastener_stl_files(part.cad.fastener, part.cad.sizes, cad_root)
+    return fastener_stl_files(part.cad.fastener, part.cad.sizes, cad_root, part.cad.threads)
 
 
 def resolve_cad_parts(parts: list, cad_root: Path | str) -> list:
