@@ -117,6 +117,9 @@ def main() -> None:
                          "(log-uniform, e.g. 0.5,1.0: renders whose parts are too big)")
     ap.add_argument("--crop-near-parts", type=float, default=0.8,
                     help="share of patches centred near a part (the rest: anywhere, background)")
+    ap.add_argument("--lr-decay", choices=["none", "cosine"], default="none",
+                    help="after the warm-up: constant lr, or a cosine down to 5 %% of it at the "
+                         "last step of the budget (TrainConfig.lr_decay)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--keep-models", type=Path, default=None,
                     help="folder that receives each run's final weights (for `synthloop "
@@ -130,6 +133,8 @@ def main() -> None:
     pool = real_set("train", cache / "train")
     recipe = dict(optimizer="sgd", lr=0.02, batch_size=4, crop=args.crop, augment="paper",
                   warmup_steps=20, grad_clip_norm=10.0)
+    if args.lr_decay != "none":
+        recipe["lr_decay"] = args.lr_decay
     results = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
     for name in args.sets:
         if name == "S":
@@ -140,7 +145,8 @@ def main() -> None:
         for start, cs in [(st, c) for st in args.starts for c in args.crop_scales]:
             crop_scale = None if cs == "1" else tuple(float(v) for v in cs.split(","))
             key = (f"{name}/{start}/seed{args.seed}" + (f"/scale{cs}" if crop_scale else "")
-                   + (f"/near{args.crop_near_parts:g}" if args.crop_near_parts != 0.8 else ""))
+                   + (f"/near{args.crop_near_parts:g}" if args.crop_near_parts != 0.8 else "")
+                   + (f"/{args.lr_decay}" if args.lr_decay != "none" else ""))
             print(f"{key}: {len(train_ds.images)} training images", flush=True)
             curve = run_curve(train_ds, val, start=start, steps=args.steps,
                               eval_every=args.eval_every, recipe=recipe, seed=args.seed,
@@ -156,7 +162,7 @@ def main() -> None:
                                     "steps_requested": args.steps,
                                     "crop_scale": list(crop_scale) if crop_scale else None,
                                     "crop_near_parts": args.crop_near_parts,
-                                    "curve": curve}
+                                    "lr_decay": args.lr_decay, "curve": curve}
             results.update(machine=f"{platform.processor() or platform.machine()}, "
                                    f"{torch.get_num_threads()} threads", recipe=recipe,
                            detector=DETECTOR, val="datasets/bolts_real/valid (15 photos, 1920x1080)")

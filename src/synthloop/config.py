@@ -308,6 +308,11 @@ class TrainConfig(Strict):
     epochs: int = Field(default=10, ge=1)
     max_minutes: float | None = Field(default=None, gt=0)
     warmup_steps: int = Field(default=50, ge=0)
+    # After the warm-up: constant ("none"), or a cosine from lr down to lr * lr_min_factor at
+    # the last step of the epochs budget, so the weights a run ends with are not one noisy
+    # point of a constant-rate walk (renders-only bolts: docs/bolts.md, "Seeds").
+    lr_decay: Literal["none", "cosine"] = "none"
+    lr_min_factor: float = Field(default=0.05, ge=0.0, le=1.0)
     patience: int = Field(default=3, ge=1)
     augment: str = "flip"
     # Train on crop x crop patches at the scale the detector evaluates at (detection/datasets.py):

@@ -75,6 +75,20 @@ def test_flip_moves_boxes_with_the_image(coco: CocoDataset) -> None:
 
 
 # ----------------------------------------------------------------------- training
+def test_lr_cosine_decay_spans_the_budget() -> None:
+    cfg = TrainConfig(lr=0.1, warmup_steps=10, lr_decay="cosine", lr_min_factor=0.05)
+    assert lr_at(5, cfg, 110) == lr_at(5, TrainConfig(lr=0.1, warmup_steps=10))  # warm-up as ever
+    assert lr_at(10, cfg, 110) == pytest.approx(0.1)
+    assert lr_at(60, cfg, 111) == pytest.approx(0.005 + 0.095 * 0.5)  # half way: the mean
+    assert lr_at(110, cfg, 111) == pytest.approx(0.005)  # the last step: lr * lr_min_factor
+    assert lr_at(500, cfg, 111) == pytest.approx(0.005)
+    lrs = [lr_at(s, cfg, 111) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert lr_at(60, cfg) == 0.1  # no budget known: constant
+    with pytest.raises(ValueError):
+        TrainConfig(lr_decay="step")
+
+
 def test_lr_warmup_is_linear() -> None:
     cfg = TrainConfig(lr=0.1, warmup_steps=10)
     assert lr_at(0, cfg) == pytest.approx(0.1 * 0.001)

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -90,10 +91,17 @@ def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.
                            weight_decay=cfg.weight_decay)
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up from ``lr * 0.001`` to ``lr`` over ``warmup_steps``, then constant."""
+def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
+    """Linear warm-up from ``lr * 0.001`` to ``lr`` over ``warmup_steps``, then constant, or
+    with ``lr_decay: cosine`` a half cosine from ``lr`` at the warm-up's end to
+    ``lr * lr_min_factor`` at step ``total_steps - 1`` (the whole budget; constant without it)."""
     if cfg.warmup_steps <= 0 or step >= cfg.warmup_steps:
-        return cfg.lr
+        if cfg.lr_decay == "none" or not total_steps:
+            return cfg.lr
+        span = max(total_steps - 1 - cfg.warmup_steps, 1)
+        t = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+        low = cfg.lr * cfg.lr_min_factor
+        return low + (cfg.lr - low) * 0.5 * (1.0 + math.cos(math.pi * t))
     alpha = step / cfg.warmup_steps
     return cfg.lr * (WARMUP_START_FACTOR * (1 - alpha) + alpha)
 
@@ -188,8 +196,9 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: 
     batches = 0
     out_of_time = False
     bar = tqdm(loader, disable=not progress, desc=f"epoch {epoch}", unit="batch", leave=False)
+    total_steps = cfg.epochs * len(loader)  # the budget the cosine decay spans
     for images, targets in bar:
-        lr = lr_at(step, cfg)
+        lr = lr_at(step, cfg, total_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         images = [im.to(device, non_blocking=True) for im in images]
@@ -221,7 +230,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: 
             break
     bar.close()
     means = {k: v / max(batches, 1) for k, v in sums.items()}
-    means["lr"] = lr_at(max(step - 1, 0), cfg)
+    means["lr"] = lr_at(max(step - 1, 0), cfg, total_steps)
     return means, step, out_of_time
 
 
