@@ -155,7 +155,8 @@ class DomainConfig(Strict):
 
     Scene presets: ``floating`` (the paper's: parts in free space, a photo behind) and
     ``workbench``. Materials are preset names (``brushed_steel``, ``random_texture``,
-    ``printed`` packaging, ...) or ``texture:<image file or folder>``. Paths other than part meshes resolve against the CWD.
+    ``printed`` packaging, ...) or ``texture:<image file or folder>``. Paths other than part
+    meshes resolve against the CWD.
     """
 
     num_images: int = Field(gt=0)
@@ -310,7 +311,8 @@ class TrainConfig(Strict):
     warmup_steps: int = Field(default=50, ge=0)
     # After the warm-up: constant ("none"), or a cosine from lr down to lr * lr_min_factor at
     # the last step of the epochs budget, so the weights a run ends with are not one noisy
-    # point of a constant-rate walk (renders-only bolts: docs/bolts.md, "Seeds").
+    # point of a constant-rate walk (renders-only bolts: docs/bolts.md, "Printed clutter and a
+    # decaying learning rate": AP50 0.61-0.63 in 3 seeds against 0.001-0.605 at a constant rate).
     lr_decay: Literal["none", "cosine"] = "none"
     lr_min_factor: float = Field(default=0.05, ge=0.0, le=1.0)
     patience: int = Field(default=3, ge=1)

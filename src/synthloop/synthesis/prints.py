@@ -145,7 +145,8 @@ def _carton(rng: np.random.Generator, n: int) -> Image.Image:
     _text_lines(rng, draw, (0.05 * n, 0.05 * n, 0.6 * n, 0.45 * n), ink, sizes=(12, 70),
                 lines=(1, 5))
     for _ in range(int(rng.integers(0, 4))):  # handling marks: arrows, glass, circles
-        cx, cy, r = rng.uniform(0.1, 0.9) * n, rng.uniform(0.5, 0.9) * n, rng.uniform(0.02, 0.06) * n
+        cx, cy = rng.uniform(0.1, 0.9) * n, rng.uniform(0.5, 0.9) * n
+        r = rng.uniform(0.02, 0.06) * n
         if rng.random() < 0.5:
             draw.polygon([(cx, cy - r), (cx - r, cy), (cx + r, cy)], fill=ink)
             draw.rectangle([cx - r / 3, cy, cx + r / 3, cy + r], fill=ink)
@@ -180,7 +181,8 @@ def _bag(rng: np.random.Generator, n: int) -> Image.Image:
     for _ in range(int(rng.integers(2, 7))):  # highlights on crumpled foil
         x, w = rng.uniform(0, n), rng.uniform(4, 30)
         draw.polygon([(x, 0), (x + w, 0), (x + w + rng.uniform(-80, 80), n),
-                      (x + rng.uniform(-80, 80), n)], fill=(255, 255, 255, int(rng.integers(40, 140))))
+                      (x + rng.uniform(-80, 80), n)],
+                     fill=(255, 255, 255, int(rng.integers(40, 140))))
     return img.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 1.2)))
 
 
