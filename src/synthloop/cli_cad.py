@@ -54,15 +54,16 @@ def fastener(kind: str = typer.Argument(..., help=f"One of: {', '.join(KINDS)}."
              ) -> None:
     import numpy as np
 
-    from synthloop.synthesis.fasteners import (FastenerError, fastener_dimensions,
-                                               thread_length, write_fastener)
+    from synthloop.synthesis.fasteners import (THREADS, FastenerError, fastener_dimensions,
+                                               write_fastener)
     from synthloop.synthesis.meshes import read_stl
 
     try:
         dims = [fastener_dimensions(kind, size) for size in sizes]  # all checked before writing
+        if threads not in THREADS:
+            raise FastenerError(f"unknown --threads {threads!r} (known: {', '.join(THREADS)})")
         if threads != "none" and kind != "hex-bolt":
             raise FastenerError(f"--threads {threads}: only hex-bolt parts have threads")
-        thread_length(1.0, 1.0, threads)  # an unknown style fails before anything is written
     except FastenerError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None

@@ -143,6 +143,10 @@ def test_cad_command_cuts_threads(tmp_path):
     assert len(tri) > 4 * len(read_stl(tmp_path / "a" / "hex_bolt_M10x40.stl"))
     bad = _cli("cad", "fastener", "washer", "M8", "--threads", "full", "--out", str(tmp_path))
     assert bad.exit_code == 2 and "only hex-bolt" in bad.output
+    bad = _cli("cad", "fastener", "hex-bolt", "M8x40", "--threads", "fine",
+               "--out", str(tmp_path / "c"))
+    assert bad.exit_code == 2 and "unknown --threads 'fine'" in bad.output
+    assert not (tmp_path / "c").exists()  # nothing written
 
 
 def test_cad_command_rejects_unknown_kinds_and_sizes(tmp_path):

@@ -29,7 +29,6 @@ from synthloop.io_utils import atomic_write_bytes
 PRINT_DESIGNS = 48  # designs in the pool; a ``printed`` look draws one of them
 PRINT_SIZE = 512    # pixels a side
 PRINTS_VERSION = 1  # in every image key that uses prints: change it when the drawing changes
-PRINT_MATERIAL = "printed"
 KINDS = ("label", "label", "carton", "bag")  # design i has kind KINDS[i % 4]
 _LETTERS = string.ascii_uppercase + string.ascii_lowercase + string.digits + "  -%&"
 
@@ -215,10 +214,13 @@ def contact_sheet(designs: range | list[int] | None = None, cell: int = 160) -> 
 
 
 def uses_prints(domain, parts) -> bool:
-    """Whether the domain or a part may draw the ``printed`` material."""
+    """Whether the domain or a part may draw a print material (a preset whose texture style is
+    ``print``, as ``printed``: ``blender.presets.MATERIALS`` says which)."""
+    from synthloop.synthesis.blender.presets import MATERIALS
+
     pools = [domain.materials, domain.distractor_materials]
     pools += [p.materials for p in parts if p.materials is not None]
-    return any(PRINT_MATERIAL in pool for pool in pools)
+    return any(MATERIALS.get(name, {}).get("texture") == "print" for pool in pools for name in pool)
 
 
 def write_prints(designs, folder: Path) -> list[Path]:
