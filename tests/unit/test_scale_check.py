@@ -106,6 +106,11 @@ def test_render_and_photo_box_sizes_are_compared_per_class():
     warned = compare_box_sizes(_boxes(30.0), _boxes(20.0), factor=1.4)
     assert len(warned) == 1 and "class 'bolt': rendered boxes are 1.50x the photos'" in warned[0]
     assert compare_box_sizes(_boxes(10.0), _boxes(20.0), factor=1.4)[0].count("0.50x") == 1
+    # pretraining scales the renders' patches: small renders shown 2x match the photos
+    assert compare_box_sizes(_boxes(10.0), _boxes(20.0), factor=1.4, train_scale=2.0) == []
+    warned = compare_box_sizes(_boxes(30.0), _boxes(20.0), factor=1.4, train_scale=2.0)
+    assert "as pretraining sees them (crop_scale median x2.00) are 3.00x" in warned[0]
+    assert "pretrain.crop_scale" in warned[0]
 
 
 def test_render_planning_logs_sizes_and_stops_a_misread_unit_before_blender(tmp_path, caplog):
@@ -182,3 +187,6 @@ def test_render_stage_warns_when_renders_and_photos_differ_in_box_size(tmp_path)
                                                      "rendered boxes are 1.50x")
     assert warn_box_sizes(cfg.model_copy(update={"val": cfg.val.model_copy(
         update={"box_size_factor": 2.0})})) == []
+    # patches of renders shown at 0.5-0.8x (median 0.63x): the 1.5x renders match the photos
+    scaled = load_config(path, overrides=["pretrain.crop=512", "pretrain.crop_scale=[0.5,0.8]"])
+    assert warn_box_sizes(scaled) == []

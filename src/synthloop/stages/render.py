@@ -17,6 +17,7 @@ A pool or val section with a ``path`` (``ImportedDomain``) imports labelled phot
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from pathlib import Path
 from typing import Callable, Literal
@@ -74,20 +75,22 @@ def run(cfg: PipelineConfig, domain: Domain, *, progress: bool = True) -> Datase
 
 def warn_box_sizes(cfg: PipelineConfig) -> list[str]:
     """Compare rendered and photo box sizes per class (renders vs imported val / pool ground
-    truth, once both exist); log and return a warning per class beyond ``box_size_factor``."""
+    truth, once both exist), the renders' at the scale pretraining shows them; log and return a warning per class beyond ``box_size_factor``."""
     from synthloop.synthesis.scale_check import compare_box_sizes
 
     ws = Workspace.of(cfg)
     synthetic = ws.dataset_dir("synthetic") / ANNOTATIONS
     if not synthetic.exists():
         return []
+    # crop_scale (lo, hi) is log-uniform: the detector sees renders at sqrt(lo * hi) in median
+    scale = math.sqrt(math.prod(cfg.pretrain.crop_scale)) if cfg.pretrain.crop_scale else 1.0
     warnings = []
     for domain, path in (("val", ws.dataset_dir("val") / ANNOTATIONS),
                          ("pool", ws.oracle / "pool.json")):
         source = getattr(cfg, domain)
         if isinstance(source, ImportedDomain) and path.exists():
             found = compare_box_sizes(CocoDataset.load(synthetic), CocoDataset.load(path),
-                                      factor=source.box_size_factor)
+                                      factor=source.box_size_factor, train_scale=scale)
             warnings += [f"{domain} photos vs renders: {w}" for w in found]
     for w in warnings:
         log.warning("%s", w)

@@ -262,15 +262,19 @@ def box_size_stats(ds) -> dict[str, float]:
     return {n: float(np.median(v)) for n, v in sizes.items() if v}
 
 
-def compare_box_sizes(rendered, photos, *, factor: float) -> list[str]:
+def compare_box_sizes(rendered, photos, *, factor: float, train_scale: float = 1.0) -> list[str]:
     """Warnings for classes whose median rendered box size differs from the photos' by more
-    than ``factor`` (either way), sizes relative to the image diagonal."""
+    than ``factor`` (either way), sizes relative to the image diagonal. ``train_scale`` is the
+    median scale pretraining applies to the renders' patches (``pretrain.crop_scale``): the
+    sizes compared are the ones the detector learns from."""
     ren, pho = box_size_stats(rendered), box_size_stats(photos)
+    seen = "" if train_scale == 1.0 else f" as pretraining sees them (crop_scale median x{train_scale:.2f})"
+    fix = "camera_distance, pretrain.crop_scale" if train_scale != 1.0 else "camera_distance"
     out = []
     for name in sorted(set(ren) & set(pho)):
-        ratio = ren[name] / pho[name]
+        ratio = ren[name] * train_scale / pho[name]
         if ratio > factor or ratio < 1.0 / factor:
-            out.append(f"class '{name}': rendered boxes are {ratio:.2f}x the photos' "
-                       f"(median {ren[name]:.3f} vs {pho[name]:.3f} of the image diagonal; "
-                       f"limit {factor:g}x): adjust camera_distance or the part's unit")
+            out.append(f"class '{name}': rendered boxes{seen} are {ratio:.2f}x the photos' "
+                       f"(median {ren[name] * train_scale:.3f} vs {pho[name]:.3f} of the image "
+                       f"diagonal; limit {factor:g}x): adjust {fix} or the part's unit")
     return out
