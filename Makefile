@@ -52,13 +52,16 @@ bench-scaleout: setup
 
 ## demo: the method on REAL photos (pipelines/bolts.yaml): render the fastener CAD, pretrain M0
 ## (ImageNet EfficientNet-Lite0), 3 DBAL cycles on the 75 real pool photos with the simulated
-## oracle, gated on the 15 real validation photos; a Prefect flow (planned for 30 min on 2 cores)
+## oracle, gated on the 15 real validation photos; a Prefect flow (planned for 30 min on 2 cores).
+## OVERLAYS="a.yaml b.yaml" merges site overlays over it, e.g. the oblique, printed scene:
+## make demo OVERLAYS="pipelines/overlays/bolts_oblique_scene.yaml pipelines/overlays/bolts_printed_clutter.yaml"
+OVERLAYS ?=
 demo: setup
-	$(PY) flows/demo.py pipelines/bolts.yaml
+	$(PY) flows/demo.py pipelines/bolts.yaml $(OVERLAYS)
 
 ## demo-local: the same pipeline without Prefect
 demo-local: setup
-	$(VENV)/bin/synthloop demo --config pipelines/bolts.yaml
+	$(VENV)/bin/synthloop demo --config pipelines/bolts.yaml $(foreach o,$(OVERLAYS),--overlay $(o))
 
 ## demo-proxy: the turbine-blade pipeline (renders only: a rendered proxy of real photos)
 demo-proxy: setup

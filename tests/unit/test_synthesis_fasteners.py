@@ -200,6 +200,10 @@ def test_bolts_oblique_scene_overlay_loads_and_makes_its_cad(tmp_path):
     assert (cfg.synthetic.width, cfg.synthetic.height) == (1280, 720)
     assert cfg.synthetic.camera_elevation_deg.max < base.synthetic.camera_elevation_deg.min + 15
     assert cfg.pool == base.pool and cfg.val == base.val  # only the renders change
+    assert cfg.workspace != base.workspace  # and they are kept apart from the shipped demo's
+    # its parts come out smaller than in the photos: pretraining scales its patches up
+    lo, hi = cfg.pretrain.crop_scale
+    assert 1.0 < lo < hi
     sizes = {p.name: p.cad.sizes for p in cfg.parts}
     assert "M8x16" in sizes["Bolt"] and "M16" in sizes["Washer"]
     for part in cfg.parts:  # every size is one the generator knows: a closed solid each

@@ -64,3 +64,6 @@ def test_the_printed_overlay_loads_with_bolts():
                       overlays=[ROOT / "pipelines" / "overlays" / "bolts_printed_clutter.yaml"])
     assert "printed" in cfg.synthetic.distractor_materials
     assert uses_prints(cfg.synthetic, cfg.parts)
+    assert cfg.pretrain.lr_decay == "cosine"  # the recipe its figures were measured with
+    # its own workspace: the shipped demo's renders and models are never reused for it
+    assert cfg.workspace != load_config(ROOT / "pipelines" / "bolts.yaml").workspace
