@@ -56,10 +56,15 @@ def subset(ds: CocoDataset, k: int, seed: int) -> CocoDataset:
     return ds.subset(keep)
 
 
+class _Reached(Exception):
+    """Raised from the epoch callback to end a curve at ``--stop-at-ap50``."""
+
+
 def run_curve(train_ds: CocoDataset, val: CocoDataset, *, start: str, steps: int, eval_every: int,
               recipe: dict, seed: int, threads: int,
               crop_scale: tuple[float, float] | None = None,
-              crop_near_parts: float = 0.8, keep: Path | None = None) -> list[dict]:
+              crop_near_parts: float = 0.8, keep: Path | None = None,
+              stop_at_ap50: float | None = None) -> list[dict]:
     seed_everything(seed)
     # imagenet: frozen BN statistics (the default for a pretrained backbone); imagenet_bn: the
     # same weights with BatchNorm trained on batches of 4 crops; scratch: random weights.
@@ -88,10 +93,16 @@ def run_curve(train_ds: CocoDataset, val: CocoDataset, *, start: str, steps: int
         curve.append(row)
         print(f"  {start:8s} step {step:4d}  {row['train_cpu_min']:6.1f} CPU min  "
               f"AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}", flush=True)
+        if stop_at_ap50 is not None and row["AP50"] >= stop_at_ap50:
+            raise _Reached
+
 
     with tempfile.TemporaryDirectory() as tmp:
-        train(model, train_ds, cfg=tcfg, val_ds=None, checkpoint_dir=Path(tmp), progress=False,
-              on_epoch=on_epoch)
+        try:
+            train(model, train_ds, cfg=tcfg, val_ds=None, checkpoint_dir=Path(tmp),
+                  progress=False, on_epoch=on_epoch)
+        except _Reached:  # --stop-at-ap50: the curve ends there (the rate still spans --steps)
+            return curve
         if keep is not None:  # the final weights (best.pt: the last epoch without val_ds)
             keep.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(tmp) / "best.pt", keep)
@@ -120,6 +131,9 @@ def main() -> None:
     ap.add_argument("--lr-decay", choices=["none", "cosine"], default="none",
                     help="after the warm-up: constant lr, or a cosine down to 5 %% of it at the "
                          "last step of the budget (TrainConfig.lr_decay)")
+    ap.add_argument("--stop-at-ap50", type=float, default=None,
+                    help="end each curve at the first evaluation with AP50 >= this (for the "
+                         "CPU time to a threshold; the learning rate schedule still spans --steps)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--keep-models", type=Path, default=None,
                     help="folder that receives each run's final weights (for `synthloop "
@@ -152,6 +166,7 @@ def main() -> None:
                               eval_every=args.eval_every, recipe=recipe, seed=args.seed,
                               threads=args.threads, crop_scale=crop_scale,
                               crop_near_parts=args.crop_near_parts,
+                              stop_at_ap50=args.stop_at_ap50,
                               keep=(args.keep_models / (key.replace("/", "_") + ".pt")
                                     if args.keep_models else None))
             # training runs whole epochs: "steps" is what ran (the last curve point), which
@@ -162,7 +177,9 @@ def main() -> None:
                                     "steps_requested": args.steps,
                                     "crop_scale": list(crop_scale) if crop_scale else None,
                                     "crop_near_parts": args.crop_near_parts,
-                                    "lr_decay": args.lr_decay, "curve": curve}
+                                    "lr_decay": args.lr_decay, "threads": args.threads,
+                                    "eval_every": args.eval_every,
+                                    "stopped_at_ap50": args.stop_at_ap50, "curve": curve}
             results.update(machine=f"{platform.processor() or platform.machine()}, "
                                    f"{torch.get_num_threads()} threads", recipe=recipe,
                            detector=DETECTOR, val="datasets/bolts_real/valid (15 photos, 1920x1080)")
