@@ -96,7 +96,6 @@ def run_curve(train_ds: CocoDataset, val: CocoDataset, *, start: str, steps: int
         if stop_at_ap50 is not None and row["AP50"] >= stop_at_ap50:
             raise _Reached
 
-
     with tempfile.TemporaryDirectory() as tmp:
         try:
             train(model, train_ds, cfg=tcfg, val_ds=None, checkpoint_dir=Path(tmp),

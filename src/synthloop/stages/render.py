@@ -75,7 +75,8 @@ def run(cfg: PipelineConfig, domain: Domain, *, progress: bool = True) -> Datase
 
 def warn_box_sizes(cfg: PipelineConfig) -> list[str]:
     """Compare rendered and photo box sizes per class (renders vs imported val / pool ground
-    truth, once both exist), the renders' at the scale pretraining shows them; log and return a warning per class beyond ``box_size_factor``."""
+    truth, once both exist), the renders' at the scale pretraining shows them; log and return
+    a warning per class beyond ``box_size_factor``."""
     from synthloop.synthesis.scale_check import compare_box_sizes
 
     ws = Workspace.of(cfg)
