@@ -89,7 +89,8 @@ def run_curve(train_ds: CocoDataset, val: CocoDataset, *, start: str, steps: int
         clock["eval"] += time.process_time() - t
         cpu = time.process_time() - clock["start"] - clock["eval"]
         row = {"step": step, "train_cpu_min": round(cpu / 60, 2), "AP": round(m["AP"], 4),
-               "AP50": round(m["AP50"], 4)}
+               "AP50": round(m["AP50"], 4),
+               **{f"AP_{c}": round(m[f"AP_{c}"], 4) for c in CLASSES if f"AP_{c}" in m}}
         curve.append(row)
         print(f"  {start:8s} step {step:4d}  {row['train_cpu_min']:6.1f} CPU min  "
               f"AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}", flush=True)
