@@ -133,7 +133,8 @@ def main() -> None:
                          "last step of the budget (TrainConfig.lr_decay)")
     ap.add_argument("--stop-at-ap50", type=float, default=None,
                     help="end each curve at the first evaluation with AP50 >= this (for the "
-                         "CPU time to a threshold; the learning rate schedule still spans --steps)")
+                         "CPU time to a threshold; the learning rate schedule still spans --steps; "
+                         "a stopped curve keeps no model for --keep-models)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--keep-models", type=Path, default=None,
                     help="folder that receives each run's final weights (for `synthloop "

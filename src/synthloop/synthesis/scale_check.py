@@ -268,9 +268,9 @@ def compare_box_sizes(rendered, photos, *, factor: float, train_scale: float = 1
     median scale pretraining applies to the renders' patches (``pretrain.crop_scale``): the
     sizes compared are the ones the detector learns from."""
     ren, pho = box_size_stats(rendered), box_size_stats(photos)
-    seen = ("" if train_scale == 1.0
-            else f" as pretraining sees them (crop_scale median x{train_scale:.2f})")
-    fix = "camera_distance, pretrain.crop_scale" if train_scale != 1.0 else "camera_distance"
+    seen, fix = ("", "camera_distance") if train_scale == 1.0 else (
+        f" as pretraining sees them (crop_scale median x{train_scale:.2f})",
+        "camera_distance, pretrain.crop_scale")
     out = []
     for name in sorted(set(ren) & set(pho)):
         ratio = ren[name] * train_scale / pho[name]
