@@ -1,5 +1,6 @@
 """Real Cycles renders at toy size: COCO validity, boxes equal to the instance maps, resume."""
 
+import logging
 import shutil
 import subprocess
 from pathlib import Path
@@ -242,3 +243,37 @@ def test_shards_map_on_a_dask_cluster(tmp_path, render_cfg):
                           progress=False)
     assert [a.bbox for a in ds.annotations] == [a.bbox for a in local.annotations]
     assert len(ds.images) == DOMAIN.num_images
+
+
+def test_render_stage_renders_again_what_a_changed_synthetic_section_changes(tmp_path, render_cfg,
+                                                                          caplog):
+    """A finished data/synthetic is not a reason to skip: the stage reuses the images whose
+    per-image key is unchanged (no Blender at all when nothing changed, and not a byte of
+    data/synthetic rewritten) and renders again the ones a changed ``synthetic:`` section
+    changes, naming the changed keys."""
+    from synthloop.config import load_config
+    from synthloop.stages import render as render_stage
+    from synthloop.versioning.dvc_repo import dataset_md5
+
+    root = Path(__file__).parents[2]
+    base = [f"workspace={tmp_path / 'ws'}", "synthetic.num_images=3", "synthetic.width=64",
+            "synthetic.height=48", "synthetic.samples=1", "synthetic.denoise=false",
+            f"render.blender_python={render_cfg.blender_python}"]
+    cfg = load_config(root / "pipelines" / "demo.yaml", overrides=base)
+    first = render_stage.run(cfg, "synthetic", progress=False)
+    assert first.num_images == 3
+    seeds = [im.meta["seed"] for im in CocoDataset.load(first.annotations).images]
+
+    idle = load_config(root / "pipelines" / "demo.yaml",
+                       overrides=base[:-1] + ["render.blender_python=/not/needed"])
+    stamp = Path(first.annotations).stat().st_mtime_ns
+    assert render_stage.run(idle, "synthetic", progress=False).md5 == first.md5
+    assert Path(first.annotations).stat().st_mtime_ns == stamp  # not rewritten either
+
+    caplog.set_level(logging.WARNING, logger="synthloop.stages.render")
+    moved = load_config(root / "pipelines" / "demo.yaml", overrides=base + ["synthetic.seed=7"])
+    again = render_stage.run(moved, "synthetic", progress=False)
+    assert "synthetic.seed changed since the renders" in caplog.text
+    assert again.md5 != first.md5 and again.md5 == dataset_md5(Path(again.annotations).parent)
+    reseeded = [im.meta["seed"] for im in CocoDataset.load(again.annotations).images]
+    assert len(reseeded) == 3 and set(reseeded).isdisjoint(seeds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,40 @@ def test_imported_pool_keeps_boxes_for_the_oracle_only(tmp_path):
     mtimes = [p.stat().st_mtime_ns for p in files]
     render_stage.ingest_pool(ws, oracle.with_image_root(Path(ref.image_root)))
     assert [p.stat().st_mtime_ns for p in files] == mtimes
+
+
+def test_a_made_pool_or_validation_set_is_fixed_for_its_workspace(tmp_path, caplog):
+    """Once data/pool and data/val exist, a changed ``pool:`` / ``val:`` section fails with the
+    keys it changed instead of reusing the old photos silently; the warning threshold
+    ``box_size_factor`` changes no photo and is allowed; a workspace made before the record
+    (state/sources.json) adopts the section it is run with."""
+    from synthloop.config import ConfigError, load_config
+    from synthloop.stages import render as render_stage
+    from synthloop.stages.workspace import Workspace
+
+    src = _yolo(tmp_path / "photos", {"a": "0 0.5 0.5 0.2 0.4\n", "b": "1 0.3 0.3 0.1 0.2\n"})
+    other = _yolo(tmp_path / "other", {"c": "0 0.5 0.5 0.2 0.4\n"})
+    base = [f"workspace={tmp_path / 'ws'}", f"pool.path={src}", f"val.path={src}"]
+    pipeline = Path(__file__).parents[2] / "pipelines" / "bolts.yaml"
+    cfg = load_config(pipeline, overrides=base)
+    for domain in ("pool", "val"):
+        render_stage.run(cfg, domain, progress=False)
+    sources = Workspace.of(cfg).root / "state" / "sources.json"
+    assert set(json.loads(sources.read_text())) == {"pool", "val"}
+
+    for domain, change, key in (("val", f"val.path={other}", "val.path"),
+                                ("pool", "pool.class_map={Bottle: Bolt}", "pool.class_map.Bottle"),
+                                ("val", "val.max_side=640", "val.max_side")):
+        changed = load_config(pipeline, overrides=base + [change])
+        with pytest.raises(ConfigError, match=rf"^{re.escape(key)} changed since .*{domain}"):
+            render_stage.run(changed, domain, progress=False)
+    assert len(CocoDataset.load(Workspace.of(cfg).dataset_dir("val") / "annotations.json")
+               .images) == 2  # nothing was re-imported
+
+    loose = load_config(pipeline, overrides=base + ["val.box_size_factor=3.0"])
+    assert render_stage.run(loose, "val", progress=False).num_images == 2
+
+    sources.unlink()  # a workspace made before the record: adopts the section it runs with
+    moved = load_config(pipeline, overrides=base + [f"val.path={other}"])
+    assert render_stage.run(moved, "val", progress=False).num_images == 2
+    assert json.loads(sources.read_text())["val"]["path"] == str(other)

@@ -218,10 +218,14 @@ class CocoDataset:
             anns.append(d)
         return {"images": images, "annotations": anns, "categories": self.categories}
 
+    def to_json(self) -> str:
+        """The text ``save`` writes (compact)."""
+        return json.dumps(self.to_dict(), indent=None, separators=(",", ":"))
+
     def save(self, path: Path | str) -> Path:
         """Write the json atomically (temp file + rename): a crash never leaves half a file."""
         path = Path(path)
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=None, separators=(",", ":")))
+        atomic_write_text(path, self.to_json())
         return path
 
 

@@ -37,8 +37,17 @@ def run(cfg: PipelineConfig, synthetic: DatasetRef, val: DatasetRef, *,
     record_path = ws.root / "state" / "pretrain.json"
     done = read_record(record_path)
     if done:
-        log.info("pretrain: already done (run %s), skipped", done["run_id"])
-        return ModelRef(**done)
+        trained_on = done.get("synthetic_md5")
+        if trained_on and trained_on != synthetic.md5:
+            # later cycles fine-tuned from this M0: training another one under them would mix
+            # two lineages in one workspace
+            log.warning("pretrain: M0 (run %s) was trained on other renders (synthetic md5 %s, "
+                        "now %s): kept, since this workspace's cycles build on it; to pretrain "
+                        "on the new renders, start a new workspace", done["run_id"], trained_on,
+                        synthetic.md5)
+        else:
+            log.info("pretrain: already done (run %s), skipped", done["run_id"])
+        return ModelRef(**{k: done[k] for k in ("run_id", "uri", "version", "metrics")})
     # Trained and registered, but the gate did not finish (a crash during the alias move):
     # gate the registered model; training and registering it again would orphan a version.
     registered = read_record(ws.cycle_dir(0) / "candidate.json")
@@ -63,5 +72,5 @@ def run(cfg: PipelineConfig, synthetic: DatasetRef, val: DatasetRef, *,
                      "num_images": ev.num_images}})
     gate.run(cfg, cycle=0, candidate=ref, candidate_eval=ev)
     write_record(record_path, {"run_id": ref.run_id, "uri": ref.uri, "version": ref.version,
-                               "metrics": ref.metrics})
+                               "metrics": ref.metrics, "synthetic_md5": synthetic.md5})
     return ref

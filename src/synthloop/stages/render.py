@@ -5,6 +5,13 @@
 ``pool``      -> data/pool (images only); its ground truth goes to oracle/pool.json, out of the
                  model's reach, for the simulated oracle. Real deployments ingest photos instead.
 Rerunning resumes: finished images are not rendered again.
+Rendered synthetic images are reused only while their scene is unchanged: every run passes through
+``render_domain``, whose per-image keys (scene plan, render settings, assets, meshes) decide what
+is reused and what renders again, so a changed ``synthetic:`` section never leaves stale renders
+behind a finished annotations.json. The validation set and the pool are fixed for a workspace
+(the gate compares every model on the same photos; labels point into the pool): once made, a
+changed ``val:`` / ``pool:`` section is a ``ConfigError`` naming the keys, not a silent reuse.
+The sections each set was made from are kept in <workspace>/state/sources.json.
 Parts given as ``cad:`` are generated into <workspace>/cad/<key>/ first (a cache keyed by their
 parameters) and rendered from there; STEP/IGES meshes are tessellated into
 <workspace>/cad/import/<key>/ (keyed by the file's hash and the tessellation settings).
@@ -23,15 +30,18 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from synthloop.artifacts import DatasetRef
-from synthloop.config import ImportedDomain, PipelineConfig
+from synthloop.config import ConfigError, ImportedDomain, PipelineConfig
 from synthloop.data.coco import CocoDataset
 from synthloop.io_utils import copy_if_missing
-from synthloop.stages.workspace import Workspace
+from synthloop.stages.workspace import Workspace, read_record, write_record
 from synthloop.versioning.dvc_repo import dataset_md5
 
 log = logging.getLogger(__name__)
 Domain = Literal["synthetic", "pool", "val"]
 ANNOTATIONS = "annotations.json"
+SOURCES = "sources.json"  # under <workspace>/state/: the config section each data set was made from
+# keys that change no pixel or box of an imported set (a warning threshold)
+_NOT_DATA = ("box_size_factor",)
 
 
 def dataset_ref(name: str, folder: Path) -> DatasetRef:
@@ -48,11 +58,20 @@ def run(cfg: PipelineConfig, domain: Domain, *, progress: bool = True) -> Datase
     ws = Workspace.of(cfg)
     domain_cfg = getattr(cfg, domain)
     final = ws.dataset_dir(domain)
+    changed = section_changes(cfg, domain)
     if (final / ANNOTATIONS).exists():
-        log.info("render %s: already in %s, skipped", domain, final)
-        return dataset_ref(domain, final)
+        if domain != "synthetic" or isinstance(domain_cfg, ImportedDomain):
+            if changed:
+                raise fixed_set_changed(cfg, domain, changed)
+            log.info("render %s: already in %s, skipped", domain, final)
+            record_section(cfg, domain)
+            return dataset_ref(domain, final)
+        if changed:
+            log.warning("render synthetic: %s changed since the renders in %s: rendering the "
+                        "images whose scene changed, reusing the others", ", ".join(changed), final)
     if isinstance(domain_cfg, ImportedDomain):
         ref = import_domain(cfg, domain, domain_cfg, progress=progress)
+        record_section(cfg, domain)
         warn_box_sizes(cfg)
         return ref
     parts = resolve_cad_files(resolve_cad_parts(cfg.parts, ws.cad), ws.cad / "import")
@@ -60,9 +79,12 @@ def run(cfg: PipelineConfig, domain: Domain, *, progress: bool = True) -> Datase
         if cfg.proxy_real and domain == "val":
             log.warning("validation set is a RENDERED PROXY of real photos (demo): "
                         "replace data/val with real labelled photos for real use")
+        fresh = changed or not (final / ANNOTATIONS).exists()
         render_domain(domain_cfg, parts, cfg.class_names, final, render_cfg=cfg.render,
                       progress=progress)
-        warn_box_sizes(cfg)
+        record_section(cfg, domain)
+        if fresh:  # not on every nightly rerun that reused all renders
+            warn_box_sizes(cfg)
         return dataset_ref(domain, final)
 
     log.warning("pool is a RENDERED PROXY of camera photos (demo); its ground truth is kept "
@@ -70,7 +92,52 @@ def run(cfg: PipelineConfig, domain: Domain, *, progress: bool = True) -> Datase
     staging = ws.staging / "pool"
     gt = render_domain(domain_cfg, parts, cfg.class_names, staging, render_cfg=cfg.render,
                        progress=progress)
-    return ingest_pool(ws, gt)
+    ref = ingest_pool(ws, gt)
+    record_section(cfg, domain)
+    return ref
+
+
+def _section(cfg: PipelineConfig, domain: Domain) -> dict:
+    source = getattr(cfg, domain)
+    data = source.model_dump(mode="json")
+    if isinstance(source, ImportedDomain):
+        data = {k: v for k, v in data.items() if k not in _NOT_DATA}
+    return data
+
+
+def _diff(old: object, new: object, prefix: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [key for k in sorted(set(old) | set(new), key=str)
+                for key in _diff(old.get(k), new.get(k), f"{prefix}.{k}")]
+    return [] if old == new else [prefix]
+
+
+def section_changes(cfg: PipelineConfig, domain: Domain) -> list[str]:
+    """The keys of ``cfg``'s ``domain`` section that differ from the section the workspace's set
+    was made from (``[]`` when equal or when no record exists: a set made before records)."""
+    before = (read_record(Workspace.of(cfg).root / "state" / SOURCES) or {}).get(domain)
+    return [] if before is None else _diff(before, _section(cfg, domain), domain)
+
+
+def record_section(cfg: PipelineConfig, domain: Domain) -> None:
+    """Remember the section ``domain``'s set in the workspace was made from."""
+    path = Workspace.of(cfg).root / "state" / SOURCES
+    record = read_record(path) or {}
+    section = _section(cfg, domain)
+    if record.get(domain) != section:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_record(path, {**record, domain: section})
+
+
+def fixed_set_changed(cfg: PipelineConfig, domain: Domain, changed: list[str]) -> ConfigError:
+    folder = Workspace.of(cfg).dataset_dir(domain)
+    what = {"val": "the validation set is fixed for a workspace, so that the gate compares "
+                   "every model on the same photos",
+            "pool": "the pool is fixed for a workspace (labels and scores point into it); new "
+                    "camera photos go in with `synthloop ingest`"}[domain]
+    return ConfigError(
+        f"{', '.join(changed)} changed since {folder} was made in this workspace: {what}. "
+        f"Put the old values back, or start a new workspace (`workspace:` in the pipeline file)")
 
 
 def warn_box_sizes(cfg: PipelineConfig) -> list[str]:

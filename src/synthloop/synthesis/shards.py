@@ -201,7 +201,8 @@ def merge_shards(results: list[ShardResult], *, class_names: list[str], out_dir:
                  num_images: int | None = None) -> CocoDataset:
     """One COCO dataset from shard results: accepted images in plan order (the first
     ``num_images`` of them if given), image id = plan index + 1, category id = class + 1,
-    boxes ``[x, y, w, h]`` pixels. Writes ``out_dir/annotations.json`` (atomic)."""
+    boxes ``[x, y, w, h]`` pixels. Writes ``out_dir/annotations.json`` (atomic) unless it
+    already holds exactly this set."""
     out_dir = Path(out_dir)
     records = sorted((r for res in results for r in res.images if not r["rejected"]),
                      key=lambda r: r["index"])
@@ -219,6 +220,10 @@ def merge_shards(results: list[ShardResult], *, class_names: list[str], out_dir:
                 {"visibility": inst["visibility"], "truncation": inst.get("truncation", 0.0),
                  "instance": inst["pass_index"]}))
     ds = CocoDataset(images, anns, categories_for(list(class_names)), out_dir / "images")
-    ds.validate(source=str(out_dir / "annotations.json"))
-    ds.save(out_dir / "annotations.json")
+    path = out_dir / "annotations.json"
+    ds.validate(source=str(path))
+    # a rerun that reused every image leaves the file as it was (its mtime too)
+    text = ds.to_json()
+    if not (path.is_file() and path.read_text() == text):
+        atomic_write_text(path, text)
     return ds
