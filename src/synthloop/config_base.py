@@ -1,4 +1,4 @@
-"""The base of the typed config models (config.py, config_experiment.py): strict frozen
+"""The base of the typed config models (config.py and its config_*.py modules): strict frozen
 models, the config's error, and names checked against a registry when the YAML is loaded."""
 
 from __future__ import annotations

@@ -147,3 +147,15 @@ def champion_is_gated(ws: Path, cfg_path: Path) -> str:
     tags = client.get_model_version(cfg.registered_model_name, champ.version).tags
     assert "val_AP" in tags and "val_md5" in tags, "champion carries no evaluation"
     return str(champ.version)
+
+
+def one_line(err: BaseException, *needles: str) -> str:
+    text = str(err)
+    assert "\n" not in text, f"not one line: {text!r}"
+    for needle in needles:
+        assert needle in text, f"{needle!r} not in {text!r}"
+    return text
+
+
+def short(text: str, n: int = 150) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."

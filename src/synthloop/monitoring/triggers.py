@@ -4,7 +4,7 @@ A trigger is a pure check registered with ``@register_trigger``: given what the 
 measured (``Measurements``) and its own settings, it says whether it fires and why. From this
 registry come the monitor's decision (``decide_trigger``, monitoring/decision.py, called by
 stages/monitor.py and stack/events.py), the keys allowed under ``trigger:`` in a pipeline YAML
-(config.py ``TriggerConfig``: each trigger's ``params`` model declares its own), and the events
+(config_ops.py ``TriggerConfig``: each trigger's ``params`` model declares its own), and the events
 the ``al-cycle`` deployment listens to (prefect.yaml expects the three built-in events and
 ``synthloop.cycle.*``; tests/unit/test_triggers.py checks that it covers every
 ``cycle_events()`` entry and names no other). A trigger registered without an ``event`` sends
