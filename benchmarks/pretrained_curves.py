@@ -161,6 +161,7 @@ def main() -> None:
             crop_scale = None if cs == "1" else tuple(float(v) for v in cs.split(","))
             key = (f"{name}/{start}/seed{args.seed}" + (f"/scale{cs}" if crop_scale else "")
                    + (f"/near{args.crop_near_parts:g}" if args.crop_near_parts != 0.8 else "")
+                   + (f"/crop{args.crop}" if args.crop != 512 else "")
                    + (f"/{args.lr_decay}" if args.lr_decay != "none" else ""))
             print(f"{key}: {len(train_ds.images)} training images", flush=True)
             curve = run_curve(train_ds, val, start=start, steps=args.steps,
@@ -176,6 +177,7 @@ def main() -> None:
                                     "images": len(train_ds.images),
                                     "steps": curve[-1]["step"] if curve else 0,
                                     "steps_requested": args.steps,
+                                    "crop": args.crop,
                                     "crop_scale": list(crop_scale) if crop_scale else None,
                                     "crop_near_parts": args.crop_near_parts,
                                     "lr_decay": args.lr_decay, "threads": args.threads,
