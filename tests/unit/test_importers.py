@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -183,4 +184,16 @@ def test_a_made_pool_or_validation_set_is_fixed_for_its_workspace(tmp_path, capl
     sources.unlink()  # a workspace made before the record: adopts the section it runs with
     moved = load_config(pipeline, overrides=base + [f"val.path={other}"])
     assert render_stage.run(moved, "val", progress=False).num_images == 2
-    assert json.loads(sources.read_text())["val"]["path"] == str(other)
+    recorded = json.loads(sources.read_text())["val"]["path"]
+    assert not Path(recorded).is_absolute()  # a moved repository with its workspace inside: same
+    assert (Workspace.of(cfg).root / recorded).resolve() == other.resolve()
+
+    # the photos and the workspace moved together (a repository cloned elsewhere): no change
+    moved = tmp_path / "moved"
+    for name in ("photos", "other", "ws"):
+        shutil.copytree(tmp_path / name, moved / name)
+    there = load_config(pipeline, overrides=[f"workspace={moved / 'ws'}",
+                                             f"pool.path={moved / 'photos'}",
+                                             f"val.path={moved / 'other'}"])
+    assert render_stage.run(there, "pool", progress=False).num_images == 2
+    assert render_stage.run(there, "val", progress=False).num_images == 2

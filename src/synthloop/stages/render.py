@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Callable, Literal
@@ -98,11 +99,23 @@ def run(cfg: PipelineConfig, domain: Domain, *, progress: bool = True) -> Datase
 
 
 def _section(cfg: PipelineConfig, domain: Domain) -> dict:
+    """``domain``'s section as recorded: absolute paths relative to the workspace, so that a
+    repository moved with its workspace inside (or a renamed home folder) changes nothing."""
     source = getattr(cfg, domain)
     data = source.model_dump(mode="json")
     if isinstance(source, ImportedDomain):
         data = {k: v for k, v in data.items() if k not in _NOT_DATA}
-    return data
+    return _relative(data, Workspace.of(cfg).root.resolve())
+
+
+def _relative(value: object, base: Path) -> object:
+    if isinstance(value, dict):
+        return {k: _relative(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative(v, base) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.relpath(value, base)
+    return value
 
 
 def _diff(old: object, new: object, prefix: str) -> list[str]:
