@@ -150,11 +150,12 @@ def test_imported_pool_keeps_boxes_for_the_oracle_only(tmp_path):
     assert [p.stat().st_mtime_ns for p in files] == mtimes
 
 
-def test_a_made_pool_or_validation_set_is_fixed_for_its_workspace(tmp_path, caplog):
+def test_a_made_pool_or_validation_set_is_fixed_for_its_workspace(tmp_path):
     """Once data/pool and data/val exist, a changed ``pool:`` / ``val:`` section fails with the
     keys it changed instead of reusing the old photos silently; the warning threshold
     ``box_size_factor`` changes no photo and is allowed; a workspace made before the record
-    (state/sources.json) adopts the section it is run with."""
+    (state/sources.json) adopts the section it is run with; photos and workspace moved together
+    are no change."""
     from synthloop.config import ConfigError, load_config
     from synthloop.stages import render as render_stage
     from synthloop.stages.workspace import Workspace
