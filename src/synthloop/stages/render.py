@@ -125,20 +125,23 @@ def _diff(old: object, new: object, prefix: str) -> list[str]:
     return [] if old == new else [prefix]
 
 
+def _sources(cfg: PipelineConfig) -> Path:
+    return Workspace.of(cfg).root / "state" / SOURCES
+
+
 def section_changes(cfg: PipelineConfig, domain: Domain) -> list[str]:
     """The keys of ``cfg``'s ``domain`` section that differ from the section the workspace's set
     was made from (``[]`` when equal or when no record exists: a set made before records)."""
-    before = (read_record(Workspace.of(cfg).root / "state" / SOURCES) or {}).get(domain)
+    before = (read_record(_sources(cfg)) or {}).get(domain)
     return [] if before is None else _diff(before, _section(cfg, domain), domain)
 
 
 def record_section(cfg: PipelineConfig, domain: Domain) -> None:
     """Remember the section ``domain``'s set in the workspace was made from."""
-    path = Workspace.of(cfg).root / "state" / SOURCES
+    path = _sources(cfg)
     record = read_record(path) or {}
     section = _section(cfg, domain)
-    if record.get(domain) != section:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if record.get(domain) != section:  # unchanged: the file is not rewritten
         write_record(path, {**record, domain: section})
 
 
