@@ -198,3 +198,28 @@ def test_a_made_pool_or_validation_set_is_fixed_for_its_workspace(tmp_path):
                                              f"val.path={moved / 'other'}"])
     assert render_stage.run(there, "pool", progress=False).num_images == 2
     assert render_stage.run(there, "val", progress=False).num_images == 2
+
+
+def test_a_synthetic_set_put_in_by_hand_is_used_as_it_is(tmp_path, caplog):
+    """data/synthetic without render records (``raw/``) was not rendered from the config (a
+    user's own renders, a test's workspace): the render stage uses it and never renders over it,
+    even though the ``synthetic:`` section cannot describe it. Without the guard the stage would
+    start Blender and replace these images."""
+    from synthloop.config import load_config
+    from synthloop.stages import render as render_stage
+    from synthloop.stages.workspace import Workspace
+
+    src = _yolo(tmp_path / "photos", {"a": "0 0.5 0.5 0.2 0.4\n", "b": "1 0.3 0.3 0.1 0.2\n"})
+    pipeline = Path(__file__).parents[2] / "pipelines" / "bolts.yaml"
+    cfg = load_config(pipeline, overrides=[f"workspace={tmp_path / 'ws'}"])
+    target = Workspace.of(cfg).dataset_dir("synthetic")
+    ds = import_dataset(apply_class_map(load_yolo(src), list(cfg.class_names), {"Bottle": None}),
+                        target, progress=False)
+    files = sorted(target.rglob("*"))
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files if p.is_file()}
+    with caplog.at_level("WARNING", logger="synthloop"):
+        ref = render_stage.run(cfg, "synthetic", progress=False)
+    assert ref.num_images == len(ds.images) == 2
+    assert sorted(target.rglob("*")) == files
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in before} == before
+    assert "no render records" in caplog.text

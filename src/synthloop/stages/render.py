@@ -8,7 +8,8 @@ Rerunning resumes: finished images are not rendered again.
 Rendered synthetic images are reused only while their scene is unchanged: every run passes through
 ``render_domain``, whose per-image keys (scene plan, render settings, assets, meshes) decide what
 is reused and what renders again, so a changed ``synthetic:`` section never leaves stale renders
-behind a finished annotations.json. The validation set and the pool are fixed for a workspace
+behind a finished annotations.json. A synthetic set without render records (``raw/``) was put
+there by hand and is used as it is, never rendered over. The validation set and the pool are fixed for a workspace
 (the gate compares every model on the same photos; labels point into the pool): once made, a
 changed ``val:`` / ``pool:`` section is a ``ConfigError`` naming the keys, not a silent reuse.
 The sections each set was made from are kept in <workspace>/state/sources.json.
@@ -66,6 +67,13 @@ def run(cfg: PipelineConfig, domain: Domain, *, progress: bool = True) -> Datase
                 raise fixed_set_changed(cfg, domain, changed)
             log.info("render %s: already in %s, skipped", domain, final)
             record_section(cfg, domain)
+            return dataset_ref(domain, final)
+        if not (final / "raw").is_dir():
+            # no render records: these images were put here (or imported), not rendered from
+            # the config, so the config cannot say which are stale; never overwrite them
+            log.warning("render synthetic: %s has no render records (raw/), so it was not "
+                        "rendered from this config: used as it is; delete it to render the "
+                        "`synthetic:` section", final)
             return dataset_ref(domain, final)
         if changed:
             log.warning("render synthetic: %s changed since the renders in %s: rendering the "
