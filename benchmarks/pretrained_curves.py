@@ -123,6 +123,10 @@ def main() -> None:
     ap.add_argument("--workspace", type=Path, default=ROOT / "workspace" / "bolts",
                     help="bolts workspace holding the renders (for S)")
     ap.add_argument("--crop", type=int, default=512)
+    ap.add_argument("--crop-final", type=int, default=None,
+                    help="patches grow to this side for the last epochs (TrainConfig.crop_final)")
+    ap.add_argument("--crop-final-from", type=float, default=2 / 3,
+                    help="share of the budget after which patches are --crop-final px")
     ap.add_argument("--crop-scales", nargs="+", default=["1"],
                     help="patch scale factors to compare: '1' (evaluation scale) or 'LO,HI' "
                          "(log-uniform, e.g. 0.5,1.0: renders whose parts are too big)")
@@ -150,6 +154,8 @@ def main() -> None:
                   warmup_steps=20, grad_clip_norm=10.0)
     if args.lr_decay != "none":
         recipe["lr_decay"] = args.lr_decay
+    if args.crop_final is not None:
+        recipe.update(crop_final=args.crop_final, crop_final_from=args.crop_final_from)
     results = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
     for name in args.sets:
         if name == "S":
@@ -161,7 +167,9 @@ def main() -> None:
             crop_scale = None if cs == "1" else tuple(float(v) for v in cs.split(","))
             key = (f"{name}/{start}/seed{args.seed}" + (f"/scale{cs}" if crop_scale else "")
                    + (f"/near{args.crop_near_parts:g}" if args.crop_near_parts != 0.8 else "")
-                   + (f"/crop{args.crop}" if args.crop != 512 else "")
+                   + (f"/crop{args.crop}" if args.crop != 512 or args.crop_final else "")
+                   + (f"to{args.crop_final}from{args.crop_final_from:.2g}"
+                      if args.crop_final else "")
                    + (f"/{args.lr_decay}" if args.lr_decay != "none" else ""))
             print(f"{key}: {len(train_ds.images)} training images", flush=True)
             curve = run_curve(train_ds, val, start=start, steps=args.steps,
@@ -178,6 +186,9 @@ def main() -> None:
                                     "steps": curve[-1]["step"] if curve else 0,
                                     "steps_requested": args.steps,
                                     "crop": args.crop,
+                                    "crop_final": args.crop_final,
+                                    "crop_final_from": (args.crop_final_from
+                                                        if args.crop_final else None),
                                     "crop_scale": list(crop_scale) if crop_scale else None,
                                     "crop_near_parts": args.crop_near_parts,
                                     "lr_decay": args.lr_decay, "threads": args.threads,

@@ -108,6 +108,41 @@ def test_training_with_crops_skips_the_resize_only_while_training(tmp_path):
     assert model.transform._skip_resize is False
 
 
+def test_patches_grow_to_crop_final_for_the_last_share_of_the_epochs():
+    cfg = TrainConfig(epochs=12, crop=384, crop_final=512)  # crop_final_from 2/3: from epoch 9
+    assert [cfg.crop_for_epoch(e) for e in range(1, 13)] == [384] * 8 + [512] * 4
+    half = TrainConfig(epochs=3, crop=64, crop_final=96, crop_final_from=0.5)
+    assert [half.crop_for_epoch(e) for e in (1, 2, 3)] == [64, 64, 96]  # round(1.5) = 2
+    assert TrainConfig(epochs=3, crop=64).crop_for_epoch(3) == 64
+    with pytest.raises(ValueError, match="crop_final needs crop"):
+        TrainConfig(crop_final=512)
+    with pytest.raises(ValueError, match="crop_final_from"):
+        TrainConfig(crop=64, crop_final=96, crop_final_from=1.0)
+
+
+def test_training_switches_to_the_final_patches_and_resumes_old_checkpoints(tmp_path):
+    from synthloop.detection.training import _fingerprint
+
+    ds = _dataset(tmp_path / "d")
+    model = build_detector(cfg=DetectorConfig(min_size=100, max_size=200), num_classes=1)
+    seen = []
+    real_forward = model.transform.forward
+
+    def spy(images, targets=None):
+        seen.append(tuple(images[0].shape))
+        return real_forward(images, targets)
+
+    model.transform.forward = spy
+    cfg = TrainConfig(epochs=3, batch_size=2, crop=48, crop_final=64, warmup_steps=0)
+    train(model, ds, cfg=cfg, val_ds=None, checkpoint_dir=tmp_path / "ck", progress=False)
+    assert seen == [(3, 48, 48)] * 2 + [(3, 64, 64)]  # epochs 1-2: 48 px, epoch 3: 64 px
+    # a run without the option keeps the fingerprint it had before the option existed
+    plain = TrainConfig(epochs=3, batch_size=2, crop=48)
+    assert _fingerprint(model, ds, plain) == _fingerprint(
+        model, ds, plain.model_copy(update={"crop_final_from": 0.5}))
+    assert _fingerprint(model, ds, plain) != _fingerprint(model, ds, cfg)
+
+
 def test_high_resolution_mobilenet_has_stride_8_level_and_16px_anchors():
     model = build_detector(cfg=DetectorConfig(architecture="mobilenet_v3_hr_fpn",
                                               min_size=128, max_size=128), num_classes=2)

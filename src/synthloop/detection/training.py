@@ -109,13 +109,20 @@ def lr_at(step: int, cfg: TrainConfig, total_steps: int | None = None) -> float:
 def _fingerprint(model: nn.Module, train_ds: CocoDataset, cfg: TrainConfig) -> str:
     detector = getattr(model, "detector_cfg", None)
     key = {
-        "train": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED},
+        "train": {k: v for k, v in cfg.model_dump(mode="json").items()
+                  if k not in _NOT_FINGERPRINTED and not _unused_option(cfg, k)},
         "detector": detector.model_dump(mode="json") if detector is not None else None,
         "num_classes": getattr(model, "num_classes", None),
         "images": [[im.id, im.file_name] for im in train_ds.images],
         "annotations": len(train_ds.annotations),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def _unused_option(cfg: TrainConfig, key: str) -> bool:
+    # options added later leave the fingerprints of runs that do not use them as they were
+    # (a checkpoint written before crop_final existed still resumes)
+    return key in ("crop_final", "crop_final_from") and cfg.crop_final is None
 
 
 def _require_detector_attrs(model: nn.Module) -> None:
@@ -307,6 +314,7 @@ def _train(model: nn.Module, train_ds: CocoDataset, *, cfg: TrainConfig, val_ds:
                 state.stop_reason = "max_minutes"
                 break
         epoch = state.epoch + 1
+        data.crop = cfg.crop_for_epoch(epoch)  # before the loader copies it into workers
         loader = _loader(data, cfg, epoch, device=device, workers=runtime.loader_workers)
         metrics, state.step, out_of_time = train_one_epoch(
             model, optimizer, loader, cfg=cfg, epoch=epoch, step=state.step, deadline=deadline,
