@@ -91,10 +91,10 @@ def test_crop_needs_the_detector_resize(tmp_path):
         DetectionDataset(_dataset(tmp_path), crop=64)
 
 
-def test_training_with_crops_skips_the_resize_only_while_training(tmp_path):
-    ds = _dataset(tmp_path / "d")
+def _spied_detector() -> tuple[torch.nn.Module, list]:
+    """A small detector whose transform records (first image's shape, skip_resize) per call."""
     model = build_detector(cfg=DetectorConfig(min_size=100, max_size=200), num_classes=1)
-    seen = []
+    seen: list = []
     real_forward = model.transform.forward
 
     def spy(images, targets=None):
@@ -102,6 +102,12 @@ def test_training_with_crops_skips_the_resize_only_while_training(tmp_path):
         return real_forward(images, targets)
 
     model.transform.forward = spy
+    return model, seen
+
+
+def test_training_with_crops_skips_the_resize_only_while_training(tmp_path):
+    ds = _dataset(tmp_path / "d")
+    model, seen = _spied_detector()
     train(model, ds, cfg=TrainConfig(epochs=1, batch_size=2, crop=64, warmup_steps=0),
           val_ds=None, checkpoint_dir=tmp_path / "ck", progress=False)
     assert seen and all(shape == (3, 64, 64) and skip for shape, skip in seen)
@@ -124,18 +130,10 @@ def test_training_switches_to_the_final_patches_and_resumes_old_checkpoints(tmp_
     from synthloop.detection.training import _fingerprint
 
     ds = _dataset(tmp_path / "d")
-    model = build_detector(cfg=DetectorConfig(min_size=100, max_size=200), num_classes=1)
-    seen = []
-    real_forward = model.transform.forward
-
-    def spy(images, targets=None):
-        seen.append(tuple(images[0].shape))
-        return real_forward(images, targets)
-
-    model.transform.forward = spy
+    model, seen = _spied_detector()
     cfg = TrainConfig(epochs=3, batch_size=2, crop=48, crop_final=64, warmup_steps=0)
     train(model, ds, cfg=cfg, val_ds=None, checkpoint_dir=tmp_path / "ck", progress=False)
-    assert seen == [(3, 48, 48)] * 2 + [(3, 64, 64)]  # epochs 1-2: 48 px, epoch 3: 64 px
+    assert [shape for shape, _ in seen] == [(3, 48, 48)] * 2 + [(3, 64, 64)]  # epochs 1-2: 48 px, epoch 3: 64 px
     # a run without the option keeps the fingerprint it had before the option existed
     plain = TrainConfig(epochs=3, batch_size=2, crop=48)
     assert _fingerprint(model, ds, plain) == _fingerprint(
