@@ -133,7 +133,8 @@ def test_training_switches_to_the_final_patches_and_resumes_old_checkpoints(tmp_
     model, seen = _spied_detector()
     cfg = TrainConfig(epochs=3, batch_size=2, crop=48, crop_final=64, warmup_steps=0)
     train(model, ds, cfg=cfg, val_ds=None, checkpoint_dir=tmp_path / "ck", progress=False)
-    assert [shape for shape, _ in seen] == [(3, 48, 48)] * 2 + [(3, 64, 64)]  # epochs 1-2: 48 px, epoch 3: 64 px
+    # epochs 1-2: 48 px, epoch 3: 64 px (one step an epoch)
+    assert [shape for shape, _ in seen] == [(3, 48, 48)] * 2 + [(3, 64, 64)]
     # a run without the option keeps the fingerprint it had before the option existed
     plain = TrainConfig(epochs=3, batch_size=2, crop=48)
     assert _fingerprint(model, ds, plain) == _fingerprint(

@@ -9,9 +9,10 @@ Rendered synthetic images are reused only while their scene is unchanged: every 
 ``render_domain``, whose per-image keys (scene plan, render settings, assets, meshes) decide what
 is reused and what renders again, so a changed ``synthetic:`` section never leaves stale renders
 behind a finished annotations.json. A synthetic set without render records (``raw/``) was put
-there by hand and is used as it is, never rendered over. The validation set and the pool are fixed for a workspace
-(the gate compares every model on the same photos; labels point into the pool): once made, a
-changed ``val:`` / ``pool:`` section is a ``ConfigError`` naming the keys, not a silent reuse.
+there by hand and is used as it is, never rendered over. The validation set and the pool are
+fixed for a workspace (the gate compares every model on the same photos; labels point into the
+pool): once made, a changed ``val:`` / ``pool:`` section is a ``ConfigError`` naming the keys,
+not a silent reuse.
 The sections each set was made from are kept in <workspace>/state/sources.json.
 Parts given as ``cad:`` are generated into <workspace>/cad/<key>/ first (a cache keyed by their
 parameters) and rendered from there; STEP/IGES meshes are tessellated into
